@@ -1,0 +1,30 @@
+//! The data every oprelay crate shares: the 1Password event types, the page envelope, the
+//! normalized record, lookup rows, feed status and alarms, and the bus names.
+//!
+//! Pure data: serde and time, no I/O, so every service, the CLI and the simulator agree on one
+//! definition of each shape.
+
+mod feed;
+mod field;
+pub mod names;
+mod onepassword;
+mod open_enum;
+mod record;
+mod status;
+mod timestamp;
+
+pub use feed::{AccountName, Feed, InvalidAccountName, LogType, UnknownFeed};
+pub use field::Field;
+pub use onepassword::{
+    ApiError, AuditEvent, Client, CursorRequest, Details, Extra, Introspection, IntrospectionV1,
+    ItemUsage, LegacyErrorBody, Location, Page, Session, SignInAttempt, User,
+};
+pub use open_enum::{
+    AuditAction, AuditObjectType, ItemUsageAction, SignInCategory, SignInType, UserType,
+};
+pub use record::{
+    Enrichment, EnrichmentRow, LookupKind, LookupRow, LookupSource, PantherFields, Record,
+    ENRICHMENT_TABLE,
+};
+pub use status::{Alarm, AlarmKind, AlarmState, CursorState, FeedStatus, Lease};
+pub use timestamp::{format_panther, format_rfc3339_nanos, Timestamp, TimestampError};

@@ -1,0 +1,102 @@
+//! Every stream, bucket, subject, key, consumer and header name of DESIGN.md, in one place, so
+//! a producer and its consumers cannot drift apart.
+
+use crate::feed::{AccountName, Feed};
+
+pub const STREAM_RAW: &str = "OP_RAW";
+pub const STREAM_EVENTS: &str = "OP_EVENTS";
+pub const STREAM_DLQ: &str = "OP_DLQ";
+pub const STREAM_ALARMS: &str = "OP_ALARMS";
+
+pub const BUCKET_CURSORS: &str = "OP_CURSORS";
+pub const BUCKET_LEASES: &str = "OP_LEASES";
+pub const BUCKET_STATUS: &str = "OP_STATUS";
+pub const BUCKET_LOOKUPS: &str = "OP_LOOKUPS";
+
+/// Subject filters each stream captures.
+pub const SUBJECTS_RAW: &str = "op.raw.>";
+pub const SUBJECTS_EVENTS: &str = "op.events.>";
+pub const SUBJECTS_DLQ: &str = "op.dlq.>";
+pub const SUBJECTS_ALARMS: &str = "op.alarms.>";
+
+/// The normalizer's durable pull consumer on `OP_RAW`, shared by all its replicas.
+pub const CONSUMER_NORMALIZER: &str = "normalizer";
+
+/// The forwarder's durable consumer on `OP_EVENTS` for one sink.
+pub fn sink_consumer(sink: &str) -> String {
+    format!("sink-{sink}")
+}
+
+pub fn raw_subject(account: &AccountName, feed: Feed) -> String {
+    format!("op.raw.{account}.{feed}")
+}
+
+pub fn events_subject(account: &AccountName, feed: Feed) -> String {
+    format!("op.events.{account}.{feed}")
+}
+
+/// Where a stage sends what it could not process: `normalize` or `forward`.
+pub fn dlq_subject(stage: &str, account: &AccountName, feed: Feed) -> String {
+    format!("op.dlq.{stage}.{account}.{feed}")
+}
+
+pub fn alarm_subject(account: &AccountName, feed: Feed) -> String {
+    format!("op.alarms.{account}.{feed}")
+}
+
+/// Key in `OP_CURSORS` and `OP_LEASES`.
+pub fn feed_key(account: &AccountName, feed: Feed) -> String {
+    format!("{account}.{feed}")
+}
+
+/// Key in `OP_STATUS` for the fetcher's view of a feed.
+pub fn fetch_status_key(account: &AccountName, feed: Feed) -> String {
+    format!("fetch.{account}.{feed}")
+}
+
+/// Splits `op.{kind}.{account}.{feed}` back into its parts; `None` for anything else.
+pub fn parse_feed_subject<'a>(subject: &'a str, kind: &str) -> Option<(&'a str, Feed)> {
+    let rest = subject.strip_prefix("op.")?.strip_prefix(kind)?.strip_prefix('.')?;
+    let (account, feed) = rest.split_once('.')?;
+    Some((account, feed.parse().ok()?))
+}
+
+pub mod header {
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    pub const ACCOUNT: &str = "Oprelay-Account";
+    pub const FEED: &str = "Oprelay-Feed";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+    /// Raw pages: when the fetcher received the page (RFC 3339).
+    pub const FETCHED_AT: &str = "Oprelay-Fetched-At";
+    /// Event batches: number of records in the body.
+    pub const COUNT: &str = "Oprelay-Count";
+    /// Event batches: the newest event time in the body (RFC 3339).
+    pub const MAX_EVENT_TIME: &str = "Oprelay-Max-Event-Time";
+    /// Dead letters: `normalize` or `forward`.
+    pub const STAGE: &str = "Oprelay-Stage";
+    /// Dead letters: a readable reason.
+    pub const ERROR: &str = "Oprelay-Error";
+    /// Dead letters from the forwarder: the sink that rejected the record.
+    pub const SINK: &str = "Oprelay-Sink";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_parse_back() {
+        let acme = AccountName::new("acme").unwrap();
+        let s = events_subject(&acme, Feed::ItemUsages);
+        assert_eq!(s, "op.events.acme.item_usages");
+        assert_eq!(
+            parse_feed_subject(&s, "events"),
+            Some(("acme", Feed::ItemUsages))
+        );
+        assert_eq!(parse_feed_subject(&s, "raw"), None);
+        assert_eq!(parse_feed_subject("op.events.acme.bogus", "events"), None);
+        assert_eq!(raw_subject(&acme, Feed::AuditEvents), "op.raw.acme.audit_events");
+        assert_eq!(fetch_status_key(&acme, Feed::SignInAttempts), "fetch.acme.signin_attempts");
+    }
+}

@@ -1,0 +1,108 @@
+//! What the services record about each feed in KV, and the alarms healthwatch raises.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::feed::Feed;
+
+/// `OP_CURSORS` value: where a feed's next request starts. Written with compare-and-set only
+/// after the page that produced it was acknowledged by JetStream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CursorState {
+    pub cursor: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// Pages published since the cursor was first written.
+    pub pages: u64,
+    /// Events published since the cursor was first written.
+    pub events: u64,
+}
+
+/// `OP_LEASES` value: which replica polls a feed, until when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub owner: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// `OP_STATUS` value under `fetch.{account}.{feed}`: the fetcher's last poll.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedStatus {
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_poll_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// When the fetcher last received a non-empty page (arrival, not event time).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: u32,
+    /// The token's `exp` claim, when it has one.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub token_expires_at: Option<OffsetDateTime>,
+}
+
+/// The conditions healthwatch watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmKind {
+    /// No event arrived for `dropoff_after`.
+    Dropoff,
+    TokenRejected,
+    TokenExpiring,
+    FetchFailing,
+    SinkStalled,
+    DlqGrowing,
+}
+
+impl AlarmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmKind::Dropoff => "dropoff",
+            AlarmKind::TokenRejected => "token_rejected",
+            AlarmKind::TokenExpiring => "token_expiring",
+            AlarmKind::FetchFailing => "fetch_failing",
+            AlarmKind::SinkStalled => "sink_stalled",
+            AlarmKind::DlqGrowing => "dlq_growing",
+        }
+    }
+}
+
+impl fmt::Display for AlarmKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// CloudWatch's three states, which Panther's drop-off alarm also reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlarmState {
+    Ok,
+    Alarm,
+    InsufficientData,
+}
+
+/// One alarm state change, published to `op.alarms.{account}.{feed}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alarm {
+    /// Stable for one episode: the same id on entering ALARM and on resolving.
+    pub id: String,
+    pub kind: AlarmKind,
+    pub state: AlarmState,
+    pub account: String,
+    pub feed: Option<Feed>,
+    /// When the alarm entered this state.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+    pub message: String,
+    /// What to check first.
+    pub runbook: String,
+}

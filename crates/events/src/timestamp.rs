@@ -1,0 +1,168 @@
+//! Event timestamps: parsed leniently, kept verbatim, rendered the Panther way.
+//!
+//! 1Password sends RFC 3339 with 0, 3 or 9 fractional digits, `Z` or an offset, depending on the
+//! feed. Detections and the SIEM must see the string 1Password sent (DESIGN.md: original fields
+//! are never rewritten), while the `p_*` fields need one UTC rendering. A [`Timestamp`] holds both.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// A timestamp as 1Password sent it, and the instant it denotes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timestamp {
+    raw: String,
+    instant: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not an RFC 3339 timestamp (expected e.g. 2024-12-02T11:54:19.710457472Z)")]
+pub struct TimestampError {
+    pub value: String,
+}
+
+impl Timestamp {
+    /// Parses RFC 3339 (`T`/`t`, `Z`/`z` or `±hh:mm`, 0–9 fractional digits). Panther's own
+    /// rendering (`YYYY-MM-DD HH:MM:SS[.f…]`, UTC) is accepted too, because Panther exports and
+    /// its rule fixtures carry it and re-processing such files should not fail on it.
+    pub fn parse(raw: &str) -> Result<Self, TimestampError> {
+        let instant = parse_instant(raw).ok_or_else(|| TimestampError {
+            value: raw.to_owned(),
+        })?;
+        Ok(Timestamp {
+            raw: raw.to_owned(),
+            instant,
+        })
+    }
+
+    /// A timestamp for an instant, rendered as RFC 3339 in UTC with nanoseconds.
+    pub fn from_instant(instant: OffsetDateTime) -> Self {
+        let instant = instant.to_offset(UtcOffset::UTC);
+        let raw = format_rfc3339_nanos(instant);
+        Timestamp { raw, instant }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn instant(&self) -> OffsetDateTime {
+        self.instant
+    }
+}
+
+fn parse_instant(raw: &str) -> Option<OffsetDateTime> {
+    // Digits past the ninth are truncated by `time`; the original string is kept anyway, so
+    // nothing the SIEM sees is lost.
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Some(t);
+    }
+    let panther = format_description!(
+        version = 2,
+        "[year]-[month]-[day] [hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    PrimitiveDateTime::parse(raw, &panther)
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
+}
+
+/// Panther's timestamp rendering: UTC, `YYYY-MM-DD HH:MM:SS.fffffffff`, always nine digits.
+pub fn format_panther(instant: OffsetDateTime) -> String {
+    let t = instant.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+/// RFC 3339 in UTC with exactly nine fractional digits, the shape audit events use.
+pub fn format_rfc3339_nanos(instant: OffsetDateTime) -> String {
+    let t = instant.to_offset(UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Timestamp::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_fraction_length_and_offsets() {
+        let cases = [
+            ("2021-08-11T14:28:03Z", "2021-08-11 14:28:03.000000000"),
+            ("2021-08-30T18:57:42.4Z", "2021-08-30 18:57:42.400000000"),
+            ("2021-08-30T18:57:42.484Z", "2021-08-30 18:57:42.484000000"),
+            ("2021-08-30T18:57:42.484123Z", "2021-08-30 18:57:42.484123000"),
+            ("2024-12-02T11:54:19.710457472Z", "2024-12-02 11:54:19.710457472"),
+            ("2020-06-11T16:32:50-03:00", "2020-06-11 19:32:50.000000000"),
+            ("2020-06-11T16:32:50.5+05:30", "2020-06-11 11:02:50.500000000"),
+            ("2020-06-11t16:32:50z", "2020-06-11 16:32:50.000000000"),
+            ("2022-02-23 20:27:17.071", "2022-02-23 20:27:17.071000000"),
+            ("2021-12-15 18:02:23", "2021-12-15 18:02:23.000000000"),
+            ("2021-08-11T14:28:03.1234567891Z", "2021-08-11 14:28:03.123456789"),
+        ];
+        for (raw, panther) in cases {
+            let ts = Timestamp::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(format_panther(ts.instant()), panther, "{raw}");
+            assert_eq!(ts.as_str(), raw, "the original string is kept");
+        }
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_timestamp() {
+        for raw in [
+            "",
+            "yesterday",
+            "2021-13-01T00:00:00Z",
+            "2021-08-11T14:28:03",
+            "1629000000",
+        ] {
+            let err = Timestamp::parse(raw).expect_err(raw);
+            assert!(err.to_string().contains("not an RFC 3339"), "{err}");
+        }
+    }
+
+    #[test]
+    fn from_instant_round_trips() {
+        let ts = Timestamp::parse("2024-12-02T11:54:19.710457472+01:00").unwrap();
+        let again = Timestamp::from_instant(ts.instant());
+        assert_eq!(again.as_str(), "2024-12-02T10:54:19.710457472Z");
+        assert_eq!(Timestamp::parse(again.as_str()).unwrap().instant(), ts.instant());
+    }
+}
