@@ -1,1 +1,252 @@
+//! NATS JetStream for oprelay: connect, provision the topology idempotently, publish with a
+//! dedup id and W3C trace context and wait for the JetStream ack, and read and write JSON in KV
+//! buckets with compare-and-set.
 
+mod connect;
+mod error;
+mod topology;
+pub mod trace;
+
+use async_nats::jetstream::{self, kv};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use oprelay_events::names::header;
+
+pub use async_nats;
+pub use connect::{connect, NatsSettings};
+pub use error::BusError;
+pub use topology::{ensure_pull_consumer, provision, Topology};
+
+/// A message for a JetStream stream. `msg_id` becomes `Nats-Msg-Id`: publish the same id twice
+/// within the stream's duplicate window and the second is dropped by the server.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub subject: String,
+    pub msg_id: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+impl Outgoing {
+    pub fn new(
+        subject: impl Into<String>,
+        msg_id: impl Into<String>,
+        payload: impl Into<Bytes>,
+    ) -> Self {
+        Outgoing {
+            subject: subject.into(),
+            msg_id: msg_id.into(),
+            headers: HeaderMap::new(),
+            payload: payload.into(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: impl ToString) -> Self {
+        self.headers.insert(name, value.to_string());
+        self
+    }
+}
+
+/// Reads a header by name from a received message.
+///
+/// async-nats parses well-known names (`Nats-Msg-Id`, …) into typed keys that a plain `&str`
+/// lookup does not find, so every read goes through the parsed name.
+pub fn header_value<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    let name: async_nats::header::HeaderName = name.parse().ok()?;
+    headers?.get(name).map(|v| v.as_str())
+}
+
+/// What JetStream said about a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub sequence: u64,
+    /// The server already had this `Nats-Msg-Id` and stored nothing.
+    pub duplicate: bool,
+}
+
+/// A value read from a KV bucket with the revision to compare-and-set against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+/// A connection to NATS and its JetStream context. Cheap to clone.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Bus {
+    pub async fn connect(settings: &NatsSettings) -> Result<Bus, BusError> {
+        Ok(Bus::from_client(connect(settings).await?))
+    }
+
+    pub fn from_client(client: async_nats::Client) -> Bus {
+        let js = jetstream::new(client.clone());
+        Bus { client, js }
+    }
+
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    pub async fn provision(&self, topology: &Topology) -> Result<(), BusError> {
+        provision(&self.js, topology).await
+    }
+
+    /// Publishes and waits for the JetStream ack, with the current span's trace context.
+    pub async fn publish(&self, msg: Outgoing) -> Result<Published, BusError> {
+        let Outgoing {
+            subject,
+            msg_id,
+            mut headers,
+            payload,
+        } = msg;
+        trace::inject_current(&mut headers);
+        headers.insert(header::MSG_ID, msg_id);
+        let publish = jetstream::context::Publish::build()
+            .headers(headers)
+            .payload(payload);
+        let err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Publish {
+            subject: subject.clone(),
+            source: e,
+        };
+        let ack = self
+            .js
+            .send_publish(subject.clone(), publish)
+            .await
+            .map_err(|e| err(Box::new(e)))?
+            .await
+            .map_err(|e| err(Box::new(e)))?;
+        Ok(Published {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    pub async fn kv(&self, bucket: &str) -> Result<kv::Store, BusError> {
+        self.js
+            .get_key_value(bucket)
+            .await
+            .map_err(|e| BusError::Kv {
+                op: "open",
+                bucket: bucket.to_owned(),
+                key: String::new(),
+                source: Box::new(e),
+            })
+    }
+}
+
+/// JSON values in a KV bucket, with compare-and-set writes.
+#[derive(Clone)]
+pub struct JsonKv {
+    store: kv::Store,
+    bucket: String,
+}
+
+impl JsonKv {
+    pub async fn open(bus: &Bus, bucket: &str) -> Result<JsonKv, BusError> {
+        Ok(JsonKv {
+            store: bus.kv(bucket).await?,
+            bucket: bucket.to_owned(),
+        })
+    }
+
+    pub fn store(&self) -> &kv::Store {
+        &self.store
+    }
+
+    fn kv_err(
+        &self,
+        op: &'static str,
+        key: &str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> BusError {
+        BusError::Kv {
+            op,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            source: Box::new(e),
+        }
+    }
+
+    /// The current value, or `None` when the key was never written or was deleted.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, BusError> {
+        let entry = self
+            .store
+            .entry(key)
+            .await
+            .map_err(|e| self.kv_err("read", key, e))?;
+        let Some(entry) = entry else { return Ok(None) };
+        if entry.operation != kv::Operation::Put {
+            return Ok(None);
+        }
+        let value = serde_json::from_slice(&entry.value).map_err(|source| BusError::Decode {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            source,
+        })?;
+        Ok(Some(Versioned {
+            value,
+            revision: entry.revision,
+        }))
+    }
+
+    /// Writes `value` only if the key is still at `revision` (`None`: only if it does not
+    /// exist). Returns the new revision, or [`BusError::Conflict`] when someone wrote first.
+    pub async fn compare_and_set<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        revision: Option<u64>,
+    ) -> Result<u64, BusError> {
+        let bytes =
+            Bytes::from(serde_json::to_vec(value).map_err(|e| self.kv_err("encode", key, e))?);
+        let conflict = || BusError::Conflict {
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+        };
+        match revision {
+            Some(rev) => self.store.update(key, bytes, rev).await.map_err(|e| {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    conflict()
+                } else {
+                    self.kv_err("update", key, e)
+                }
+            }),
+            None => self.store.create(key, bytes).await.map_err(|e| {
+                if e.kind() == kv::CreateErrorKind::AlreadyExists {
+                    conflict()
+                } else {
+                    self.kv_err("create", key, e)
+                }
+            }),
+        }
+    }
+
+    /// Writes unconditionally (status rows, lookups: last writer wins by design).
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<u64, BusError> {
+        let bytes =
+            Bytes::from(serde_json::to_vec(value).map_err(|e| self.kv_err("encode", key, e))?);
+        self.store
+            .put(key, bytes)
+            .await
+            .map_err(|e| self.kv_err("write", key, e))
+    }
+}

@@ -121,10 +121,14 @@ impl Serialize for LogType {
 impl<'de> Deserialize<'de> for LogType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        [LogType::SignInAttempt, LogType::ItemUsage, LogType::AuditEvent]
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| serde::de::Error::custom(format!("unknown log type `{s}`")))
+        [
+            LogType::SignInAttempt,
+            LogType::ItemUsage,
+            LogType::AuditEvent,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown log type `{s}`")))
     }
 }
 
@@ -195,7 +199,15 @@ mod tests {
         for ok in ["acme", "a", "acme-eu_2", &"x".repeat(32)] {
             assert!(AccountName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Acme", "acme.eu", "acme eu", "a>b", "*", &"x".repeat(33)] {
+        for bad in [
+            "",
+            "Acme",
+            "acme.eu",
+            "acme eu",
+            "a>b",
+            "*",
+            &"x".repeat(33),
+        ] {
             let err = AccountName::new(bad).unwrap_err();
             assert!(err.to_string().contains("NATS subjects"), "{bad}");
         }

@@ -10,6 +10,7 @@ pub mod names;
 mod onepassword;
 mod open_enum;
 mod record;
+mod secret;
 mod status;
 mod timestamp;
 
@@ -26,5 +27,6 @@ pub use record::{
     Enrichment, EnrichmentRow, LookupKind, LookupRow, LookupSource, PantherFields, Record,
     ENRICHMENT_TABLE,
 };
+pub use secret::Secret;
 pub use status::{Alarm, AlarmKind, AlarmState, CursorState, FeedStatus, Lease};
 pub use timestamp::{format_panther, format_rfc3339_nanos, Timestamp, TimestampError};

@@ -56,7 +56,10 @@ pub fn fetch_status_key(account: &AccountName, feed: Feed) -> String {
 
 /// Splits `op.{kind}.{account}.{feed}` back into its parts; `None` for anything else.
 pub fn parse_feed_subject<'a>(subject: &'a str, kind: &str) -> Option<(&'a str, Feed)> {
-    let rest = subject.strip_prefix("op.")?.strip_prefix(kind)?.strip_prefix('.')?;
+    let rest = subject
+        .strip_prefix("op.")?
+        .strip_prefix(kind)?
+        .strip_prefix('.')?;
     let (account, feed) = rest.split_once('.')?;
     Some((account, feed.parse().ok()?))
 }
@@ -96,7 +99,13 @@ mod tests {
         );
         assert_eq!(parse_feed_subject(&s, "raw"), None);
         assert_eq!(parse_feed_subject("op.events.acme.bogus", "events"), None);
-        assert_eq!(raw_subject(&acme, Feed::AuditEvents), "op.raw.acme.audit_events");
-        assert_eq!(fetch_status_key(&acme, Feed::SignInAttempts), "fetch.acme.signin_attempts");
+        assert_eq!(
+            raw_subject(&acme, Feed::AuditEvents),
+            "op.raw.acme.audit_events"
+        );
+        assert_eq!(
+            fetch_status_key(&acme, Feed::SignInAttempts),
+            "fetch.acme.signin_attempts"
+        );
     }
 }

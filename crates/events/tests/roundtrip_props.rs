@@ -7,13 +7,53 @@ use serde_json::{Map, Value};
 
 /// Keys the typed model knows at some level; generated unknown keys avoid them.
 const KNOWN: &[&str] = &[
-    "uuid", "name", "email", "user_type", "user_account_uuid", "app_name", "app_version",
-    "platform_name", "platform_version", "os_name", "os_version", "ip_address", "country",
-    "region", "city", "latitude", "longitude", "login_time", "device_uuid", "ip", "value",
-    "session_uuid", "timestamp", "category", "type", "details", "target_user", "client",
-    "location", "account_uuid", "used_version", "vault_uuid", "item_uuid", "action", "user",
-    "actor_uuid", "actor_details", "actor_type", "actor_account_uuid", "object_type",
-    "object_uuid", "object_details", "aux_id", "aux_uuid", "aux_details", "aux_info", "session",
+    "uuid",
+    "name",
+    "email",
+    "user_type",
+    "user_account_uuid",
+    "app_name",
+    "app_version",
+    "platform_name",
+    "platform_version",
+    "os_name",
+    "os_version",
+    "ip_address",
+    "country",
+    "region",
+    "city",
+    "latitude",
+    "longitude",
+    "login_time",
+    "device_uuid",
+    "ip",
+    "value",
+    "session_uuid",
+    "timestamp",
+    "category",
+    "type",
+    "details",
+    "target_user",
+    "client",
+    "location",
+    "account_uuid",
+    "used_version",
+    "vault_uuid",
+    "item_uuid",
+    "action",
+    "user",
+    "actor_uuid",
+    "actor_details",
+    "actor_type",
+    "actor_account_uuid",
+    "object_type",
+    "object_uuid",
+    "object_details",
+    "aux_id",
+    "aux_uuid",
+    "aux_details",
+    "aux_info",
+    "session",
 ];
 
 fn json_leaf() -> impl Strategy<Value = Value> {
@@ -39,8 +79,11 @@ fn json_any() -> impl Strategy<Value = Value> {
 }
 
 fn unknown_keys() -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::btree_map("x_[a-z]{1,8}", json_any(), 0..3)
-        .prop_map(|m| m.into_iter().filter(|(k, _)| !KNOWN.contains(&k.as_str())).collect())
+    prop::collection::btree_map("x_[a-z]{1,8}", json_any(), 0..3).prop_map(|m| {
+        m.into_iter()
+            .filter(|(k, _)| !KNOWN.contains(&k.as_str()))
+            .collect()
+    })
 }
 
 /// A timestamp with 0–9 fractional digits and `Z` or an offset.
@@ -116,22 +159,35 @@ fn user() -> BoxedStrategy<Value> {
         ("uuid", slot(string())),
         ("name", slot(string())),
         ("email", slot(string())),
-        ("user_type", slot(enum_value(oprelay_events::UserType::KNOWN))),
+        (
+            "user_type",
+            slot(enum_value(oprelay_events::UserType::KNOWN)),
+        ),
         ("user_account_uuid", slot(string())),
     ])
 }
 
 fn client() -> BoxedStrategy<Value> {
     object(
-        ["app_name", "app_version", "platform_name", "platform_version", "os_name", "os_version", "ip_address"]
-            .into_iter()
-            .map(|k| (k, slot(string())))
-            .collect(),
+        [
+            "app_name",
+            "app_version",
+            "platform_name",
+            "platform_version",
+            "os_name",
+            "os_version",
+            "ip_address",
+        ]
+        .into_iter()
+        .map(|k| (k, slot(string())))
+        .collect(),
     )
 }
 
 fn location() -> BoxedStrategy<Value> {
-    let coord = any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from);
+    let coord = any::<f64>()
+        .prop_filter("finite", |f| f.is_finite())
+        .prop_map(Value::from);
     object(vec![
         ("country", slot(string())),
         ("region", slot(string())),
@@ -146,7 +202,10 @@ fn sign_in() -> BoxedStrategy<Value> {
         ("uuid", slot(string())),
         ("session_uuid", slot(string())),
         ("timestamp", slot(timestamp())),
-        ("category", slot(enum_value(oprelay_events::SignInCategory::KNOWN))),
+        (
+            "category",
+            slot(enum_value(oprelay_events::SignInCategory::KNOWN)),
+        ),
         ("type", slot(enum_value(oprelay_events::SignInType::KNOWN))),
         ("country", slot(string())),
         ("details", slot(object(vec![("value", slot(string()))]))),
@@ -164,7 +223,10 @@ fn item_usage() -> BoxedStrategy<Value> {
         ("used_version", slot(any::<i64>().prop_map(Value::from))),
         ("vault_uuid", slot(string())),
         ("item_uuid", slot(string())),
-        ("action", slot(enum_value(oprelay_events::ItemUsageAction::KNOWN))),
+        (
+            "action",
+            slot(enum_value(oprelay_events::ItemUsageAction::KNOWN)),
+        ),
         ("user", slot(user())),
         ("client", slot(client())),
         ("location", slot(location())),
@@ -184,11 +246,20 @@ fn audit_event() -> BoxedStrategy<Value> {
         ("timestamp", slot(timestamp())),
         ("actor_uuid", slot(string())),
         ("actor_details", slot(user())),
-        ("actor_type", slot(enum_value(oprelay_events::UserType::KNOWN))),
+        (
+            "actor_type",
+            slot(enum_value(oprelay_events::UserType::KNOWN)),
+        ),
         ("actor_account_uuid", slot(string())),
         ("account_uuid", slot(string())),
-        ("action", slot(enum_value(oprelay_events::AuditAction::KNOWN))),
-        ("object_type", slot(enum_value(oprelay_events::AuditObjectType::KNOWN))),
+        (
+            "action",
+            slot(enum_value(oprelay_events::AuditAction::KNOWN)),
+        ),
+        (
+            "object_type",
+            slot(enum_value(oprelay_events::AuditObjectType::KNOWN)),
+        ),
         ("object_uuid", slot(string())),
         ("object_details", slot(user())),
         ("aux_id", slot(any::<i64>().prop_map(Value::from))),
@@ -206,8 +277,8 @@ fn assert_lossless<T: serde::de::DeserializeOwned + serde::Serialize>(
     let bytes = serde_json::to_vec(original).expect("serialize input");
     let typed: T = serde_json::from_slice(&bytes)
         .map_err(|e| TestCaseError::fail(format!("parse failed: {e}\n{original}")))?;
-    let back: Value = serde_json::from_slice(&serde_json::to_vec(&typed).expect("serialize"))
-        .expect("reparse");
+    let back: Value =
+        serde_json::from_slice(&serde_json::to_vec(&typed).expect("serialize")).expect("reparse");
     prop_assert_eq!(&back, original);
     Ok(())
 }

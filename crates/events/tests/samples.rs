@@ -38,7 +38,10 @@ fn sign_in_samples_round_trip() {
     let first: SignInAttempt = round_trip(&samples[0]);
     assert_eq!(first.category, Field::Present(SignInCategory::Success));
     assert_eq!(first.details, Field::Null, "`details: null` stays null");
-    assert!(first.location.is_absent(), "a missing location stays missing");
+    assert!(
+        first.location.is_absent(),
+        "a missing location stays missing"
+    );
 }
 
 #[test]
@@ -109,7 +112,10 @@ fn unknown_enum_values_and_fields_survive() {
         "brand_new": {"nested": [1, 2.5, null, "x"]}
     });
     let ev: AuditEvent = round_trip(&raw);
-    assert_eq!(ev.action, Field::Present(AuditAction::Other("teleport".into())));
+    assert_eq!(
+        ev.action,
+        Field::Present(AuditAction::Other("teleport".into()))
+    );
     assert!(!ev.action.get().unwrap().is_known());
     assert!(ev.extra.contains_key("brand_new"));
 }

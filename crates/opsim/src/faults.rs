@@ -102,11 +102,26 @@ impl FaultPlan {
         }
         if self.chaos > 0.0 && rng.random_bool(self.chaos.min(1.0)) {
             let kinds = [
-                FaultKind::Status { status: 500, retry_after: None },
-                FaultKind::Status { status: 502, retry_after: None },
-                FaultKind::Status { status: 503, retry_after: None },
-                FaultKind::Status { status: 429, retry_after: Some(1) },
-                FaultKind::Status { status: 429, retry_after: None },
+                FaultKind::Status {
+                    status: 500,
+                    retry_after: None,
+                },
+                FaultKind::Status {
+                    status: 502,
+                    retry_after: None,
+                },
+                FaultKind::Status {
+                    status: 503,
+                    retry_after: None,
+                },
+                FaultKind::Status {
+                    status: 429,
+                    retry_after: Some(1),
+                },
+                FaultKind::Status {
+                    status: 429,
+                    retry_after: None,
+                },
                 FaultKind::Truncate,
                 FaultKind::Malformed,
                 FaultKind::Slow { delay_ms: 300 },
@@ -128,9 +143,18 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         plan.push(Fault::new(FaultKind::Truncate).on(Feed::AuditEvents));
         plan.push(Fault::new(FaultKind::Malformed).times(2));
-        assert_eq!(plan.take(Feed::ItemUsages, &mut rng), Some(FaultKind::Malformed));
-        assert_eq!(plan.take(Feed::AuditEvents, &mut rng), Some(FaultKind::Truncate));
-        assert_eq!(plan.take(Feed::AuditEvents, &mut rng), Some(FaultKind::Malformed));
+        assert_eq!(
+            plan.take(Feed::ItemUsages, &mut rng),
+            Some(FaultKind::Malformed)
+        );
+        assert_eq!(
+            plan.take(Feed::AuditEvents, &mut rng),
+            Some(FaultKind::Truncate)
+        );
+        assert_eq!(
+            plan.take(Feed::AuditEvents, &mut rng),
+            Some(FaultKind::Malformed)
+        );
         assert_eq!(plan.take(Feed::AuditEvents, &mut rng), None);
         assert_eq!(plan.pending(), 0);
     }
@@ -141,6 +165,12 @@ mod tests {
             serde_json::from_str(r#"{"kind":"status","status":429,"retry_after":3,"count":2}"#)
                 .unwrap();
         assert_eq!(f.count, 2);
-        assert_eq!(f.kind, FaultKind::Status { status: 429, retry_after: Some(3) });
+        assert_eq!(
+            f.kind,
+            FaultKind::Status {
+                status: 429,
+                retry_after: Some(3)
+            }
+        );
     }
 }

@@ -37,32 +37,106 @@ fn rng_for(seed: u64, salt: u64, index: u64) -> StdRng {
 }
 
 const FIRST: &[&str] = &[
-    "Ada", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Alan", "Radia",
-    "Tim", "Hedy", "Whitfield", "Shafi", "Bjarne", "Zoë", "José", "Søren", "Anaïs", "Jack",
-    "Mei", "Aarav", "Fatima", "Olusegun", "Yuki",
+    "Ada",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Barbara",
+    "Ken",
+    "Frances",
+    "Alan",
+    "Radia",
+    "Tim",
+    "Hedy",
+    "Whitfield",
+    "Shafi",
+    "Bjarne",
+    "Zoë",
+    "José",
+    "Søren",
+    "Anaïs",
+    "Jack",
+    "Mei",
+    "Aarav",
+    "Fatima",
+    "Olusegun",
+    "Yuki",
 ];
 const LAST: &[&str] = &[
-    "Lovelace", "Hopper", "Torvalds", "Hamilton", "Ritchie", "Liskov", "Thompson", "Allen",
-    "Turing", "Perlman", "Berners-Lee", "Lamarr", "Diffie", "Goldwasser", "Stroustrup", "Núñez",
-    "Kierkegaard", "O'Neill", "Chen", "Sharma", "Haddad", "Obasanjo", "Tanaka",
+    "Lovelace",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Ritchie",
+    "Liskov",
+    "Thompson",
+    "Allen",
+    "Turing",
+    "Perlman",
+    "Berners-Lee",
+    "Lamarr",
+    "Diffie",
+    "Goldwasser",
+    "Stroustrup",
+    "Núñez",
+    "Kierkegaard",
+    "O'Neill",
+    "Chen",
+    "Sharma",
+    "Haddad",
+    "Obasanjo",
+    "Tanaka",
 ];
 const DOMAINS: &[&str] = &["example.com", "acme.example", "corp.example.org"];
 const ITEM_WORDS: &[&str] = &[
-    "AWS root", "GitHub", "Prod database", "Stripe", "Okta admin", "VPN", "Wi-Fi", "Slack",
-    "Datadog", "Break-glass", "Payroll", "Signing key", "Jira", "Google Workspace", "SSH bastion",
+    "AWS root",
+    "GitHub",
+    "Prod database",
+    "Stripe",
+    "Okta admin",
+    "VPN",
+    "Wi-Fi",
+    "Slack",
+    "Datadog",
+    "Break-glass",
+    "Payroll",
+    "Signing key",
+    "Jira",
+    "Google Workspace",
+    "SSH bastion",
 ];
 const VAULT_WORDS: &[&str] = &[
-    "Engineering", "Finance", "Private", "Shared", "Infrastructure", "Security", "Marketing",
-    "Executives", "Support", "Legal",
+    "Engineering",
+    "Finance",
+    "Private",
+    "Shared",
+    "Infrastructure",
+    "Security",
+    "Marketing",
+    "Executives",
+    "Support",
+    "Legal",
 ];
 const GROUP_WORDS: &[&str] = &[
-    "Owners", "Administrators", "Team Members", "Recovery", "Security", "Engineering",
+    "Owners",
+    "Administrators",
+    "Team Members",
+    "Recovery",
+    "Security",
+    "Engineering",
 ];
 
 /// (country, region, city, latitude, longitude)
 const LOCATIONS: &[(&str, &str, &str, f64, f64)] = &[
     ("Canada", "Ontario", "Toronto", 43.64, -79.433),
-    ("United States", "California", "San Francisco", 37.7749, -122.4194),
+    (
+        "United States",
+        "California",
+        "San Francisco",
+        37.7749,
+        -122.4194,
+    ),
     ("Germany", "Berlin", "Berlin", 52.52, 13.405),
     ("Japan", "Tokyo", "Tokyo", 35.6762, 139.6503),
     ("Brazil", "São Paulo", "São Paulo", -23.5505, -46.6333),
@@ -73,15 +147,78 @@ const LOCATIONS: &[(&str, &str, &str, f64, f64)] = &[
 
 /// (app_name, app_version, platform_name, platform_version, os_name, os_version)
 const CLIENTS: &[(&str, &str, &str, &str, &str, &str)] = &[
-    ("1Password Browser Extension", "20195", "Chrome", "131.0.6778.86", "MacOSX", "14.6.1"),
-    ("1Password Browser Extension", "20195", "Firefox extension", "133.0", "Windows", "10.0.22631"),
-    ("1Password for Mac", "81004041", "Apple Inc.", "MacBookPro18,3", "MacOSX", "15.1"),
-    ("1Password for Windows", "81004041", "Dell Inc.", "XPS 13 9310", "Windows", "11"),
-    ("1Password for iOS", "81004041", "Apple Inc.", "iPhone15,2", "iOS", "18.1"),
-    ("1Password for Android", "81004041", "Google", "Pixel 8", "Android", "15"),
-    ("1Password CLI", "2300101", "1Password CLI", "arm64", "linux", "6.8.0"),
-    ("1Password for Linux", "81004041", "LENOVO", "ThinkPad X1", "Linux", "6.8.0"),
-    ("1Password SCIM Bridge", "2.9.5", "Go", "go1.23", "linux", "5.10"),
+    (
+        "1Password Browser Extension",
+        "20195",
+        "Chrome",
+        "131.0.6778.86",
+        "MacOSX",
+        "14.6.1",
+    ),
+    (
+        "1Password Browser Extension",
+        "20195",
+        "Firefox extension",
+        "133.0",
+        "Windows",
+        "10.0.22631",
+    ),
+    (
+        "1Password for Mac",
+        "81004041",
+        "Apple Inc.",
+        "MacBookPro18,3",
+        "MacOSX",
+        "15.1",
+    ),
+    (
+        "1Password for Windows",
+        "81004041",
+        "Dell Inc.",
+        "XPS 13 9310",
+        "Windows",
+        "11",
+    ),
+    (
+        "1Password for iOS",
+        "81004041",
+        "Apple Inc.",
+        "iPhone15,2",
+        "iOS",
+        "18.1",
+    ),
+    (
+        "1Password for Android",
+        "81004041",
+        "Google",
+        "Pixel 8",
+        "Android",
+        "15",
+    ),
+    (
+        "1Password CLI",
+        "2300101",
+        "1Password CLI",
+        "arm64",
+        "linux",
+        "6.8.0",
+    ),
+    (
+        "1Password for Linux",
+        "81004041",
+        "LENOVO",
+        "ThinkPad X1",
+        "Linux",
+        "6.8.0",
+    ),
+    (
+        "1Password SCIM Bridge",
+        "2.9.5",
+        "Go",
+        "go1.23",
+        "linux",
+        "5.10",
+    ),
 ];
 
 #[derive(Clone, Debug, Serialize)]
@@ -146,13 +283,21 @@ impl Directory {
         let vaults: Vec<DirVault> = (0..24)
             .map(|i| DirVault {
                 uuid: random_uuid(&mut rng).to_lowercase(),
-                name: format!("{} {}", VAULT_WORDS[i % VAULT_WORDS.len()], i / VAULT_WORDS.len() + 1),
+                name: format!(
+                    "{} {}",
+                    VAULT_WORDS[i % VAULT_WORDS.len()],
+                    i / VAULT_WORDS.len() + 1
+                ),
             })
             .collect();
         let items = (0..600)
             .map(|i| DirItem {
                 uuid: random_uuid(&mut rng).to_lowercase(),
-                title: format!("{} #{}", ITEM_WORDS[i % ITEM_WORDS.len()], i / ITEM_WORDS.len() + 1),
+                title: format!(
+                    "{} #{}",
+                    ITEM_WORDS[i % ITEM_WORDS.len()],
+                    i / ITEM_WORDS.len() + 1
+                ),
                 vault: rng.random_range(0..vaults.len()),
                 updated_at: format!("2026-0{}-1{}T08:00:00Z", 1 + i % 9, i % 10),
             })
@@ -232,7 +377,9 @@ fn ip(rng: &mut StdRng) -> String {
         )
     } else {
         // Public-looking unicast ranges.
-        let first = *[13u8, 34, 52, 81, 89, 104, 151, 185, 203].choose(rng).unwrap_or(&13);
+        let first = *[13u8, 34, 52, 81, 89, 104, 151, 185, 203]
+            .choose(rng)
+            .unwrap_or(&13);
         format!(
             "{first}.{}.{}.{}",
             rng.random::<u8>(),
@@ -262,7 +409,9 @@ fn location_json(rng: &mut StdRng) -> Option<Value> {
         return None;
     }
     let (country, region, city, lat, lon) = *LOCATIONS.choose(rng).unwrap_or(&LOCATIONS[0]);
-    Some(json!({"country": country, "region": region, "city": city, "latitude": lat, "longitude": lon}))
+    Some(
+        json!({"country": country, "region": region, "city": city, "latitude": lat, "longitude": lon}),
+    )
 }
 
 fn pick<'a>(rng: &mut StdRng, values: &'a [&'a str]) -> &'a str {
@@ -331,7 +480,9 @@ pub fn event(dir: &Directory, seed: u64, feed: Feed, index: u64, arrival: Offset
             } else {
                 arrival
             };
-            let millis = when.replace_nanosecond(when.millisecond() as u32 * 1_000_000).unwrap_or(when);
+            let millis = when
+                .replace_nanosecond(when.millisecond() as u32 * 1_000_000)
+                .unwrap_or(when);
             let ts = format_rfc3339_nanos(millis);
             let ts = format!("{}Z", &ts[..ts.len() - 7]);
             let mut ev = json!({
@@ -368,9 +519,13 @@ pub fn event(dir: &Directory, seed: u64, feed: Feed, index: u64, arrival: Offset
                     ev.insert("object_details".into(), user_json(target, true, account));
                     target.uuid.clone()
                 }
-                "vault" => dir.vaults[rng.random_range(0..dir.vaults.len())].uuid.clone(),
+                "vault" => dir.vaults[rng.random_range(0..dir.vaults.len())]
+                    .uuid
+                    .clone(),
                 "item" => dir.items[rng.random_range(0..dir.items.len())].uuid.clone(),
-                "group" | "gm" => dir.groups[rng.random_range(0..dir.groups.len())].uuid.clone(),
+                "group" | "gm" => dir.groups[rng.random_range(0..dir.groups.len())]
+                    .uuid
+                    .clone(),
                 _ => random_uuid(&mut rng),
             };
             ev.insert("object_uuid".into(), json!(object_uuid));
@@ -403,7 +558,13 @@ pub fn strip_v2_fields(event: &mut Value) {
     for key in ["account_uuid", "actor_type", "actor_account_uuid"] {
         obj.remove(key);
     }
-    for user_key in ["target_user", "user", "actor_details", "object_details", "aux_details"] {
+    for user_key in [
+        "target_user",
+        "user",
+        "actor_details",
+        "object_details",
+        "aux_details",
+    ] {
         if let Some(Value::Object(u)) = obj.get_mut(user_key) {
             u.remove("user_type");
             u.remove("user_account_uuid");

@@ -271,7 +271,11 @@ impl Drop for RunningSim {
 
 /// Starts a simulator on `127.0.0.1:0`.
 pub async fn spawn(config: SimConfig) -> std::io::Result<RunningSim> {
-    spawn_on("127.0.0.1:0".parse().map_err(std::io::Error::other)?, config).await
+    spawn_on(
+        "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+        config,
+    )
+    .await
 }
 
 /// Starts a simulator on `addr`; `aud` in minted tokens defaults to the bound address.

@@ -9,7 +9,11 @@ use oprelay_events::Feed;
 use opsim::{RateLimits, SimConfig, TokenSpec};
 
 #[derive(Parser)]
-#[command(name = "opsim", version, about = "A faithful 1Password Events API simulator")]
+#[command(
+    name = "opsim",
+    version,
+    about = "A faithful 1Password Events API simulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,8 +83,7 @@ struct ServeArgs {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -72,7 +72,9 @@ mod tests {
         for i in 0..3 {
             assert!(rl.admit(&limits, "a", t0 + Duration::seconds(i)).is_ok());
         }
-        let wait = rl.admit(&limits, "a", t0 + Duration::seconds(3)).unwrap_err();
+        let wait = rl
+            .admit(&limits, "a", t0 + Duration::seconds(3))
+            .unwrap_err();
         assert_eq!(wait, Duration::seconds(57));
         assert!(rl.admit(&limits, "b", t0).is_ok(), "limits are per token");
         let t1 = t0 + Duration::seconds(61);

@@ -81,8 +81,8 @@ impl IntoResponse for Reply {
                 body,
                 retry_after,
             } => {
-                let mut resp = (status, [(header::CONTENT_TYPE, "application/json")], body)
-                    .into_response();
+                let mut resp =
+                    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
                 if let Some(secs) = retry_after {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -100,7 +100,8 @@ impl IntoResponse for Reply {
                             0 => Some((Ok(half), 1)),
                             1 => {
                                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                                let err = std::io::Error::other("opsim: connection dropped mid-body");
+                                let err =
+                                    std::io::Error::other("opsim: connection dropped mid-body");
                                 Some((Err::<Bytes, _>(err), 2))
                             }
                             _ => None,
@@ -109,7 +110,10 @@ impl IntoResponse for Reply {
                 });
                 let mut resp = Response::new(Body::from_stream(chunks));
                 let headers = resp.headers_mut();
-                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full.len()));
                 resp
             }
@@ -140,7 +144,10 @@ enum PageRequest {
     },
 }
 
-fn parse_time(obj: &serde_json::Map<String, Value>, key: &str) -> Result<Option<OffsetDateTime>, String> {
+fn parse_time(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+) -> Result<Option<OffsetDateTime>, String> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => OffsetDateTime::parse(s, &Rfc3339)
@@ -215,7 +222,14 @@ impl Sim {
         Ok(accepted)
     }
 
-    fn page(&self, shape: ErrorShape, v2: bool, feed: Feed, token: Option<&str>, body: &[u8]) -> (Reply, Option<Duration>) {
+    fn page(
+        &self,
+        shape: ErrorShape,
+        v2: bool,
+        feed: Feed,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> (Reply, Option<Duration>) {
         let now = self.clock.now();
         if let Err(reply) = self.admit(shape, token, Some(feed), now) {
             return (reply, None);
@@ -226,10 +240,17 @@ impl Sim {
             inner.faults.take(feed, &mut inner.rng)
         };
         let delay = match fault {
-            Some(FaultKind::Status { status, retry_after }) => {
-                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Some(FaultKind::Status {
+                status,
+                retry_after,
+            }) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let mut reply = error(shape, status, status.canonical_reason().unwrap_or("Error"));
-                if let Reply::Json { retry_after: ra, .. } = &mut reply {
+                if let Reply::Json {
+                    retry_after: ra, ..
+                } = &mut reply
+                {
                     *ra = retry_after;
                 }
                 return (reply, None);
@@ -245,7 +266,12 @@ impl Sim {
         let cursor = match request {
             PageRequest::Cursor(c) => match CursorState::decode(&c, feed, self.seed) {
                 Some(state) => state,
-                None => return (error(shape, StatusCode::BAD_REQUEST, "invalid cursor"), None),
+                None => {
+                    return (
+                        error(shape, StatusCode::BAD_REQUEST, "invalid cursor"),
+                        None,
+                    )
+                }
             },
             PageRequest::Reset { limit, start, end } => CursorState {
                 feed: feed.api_name().to_owned(),
@@ -324,8 +350,16 @@ async fn data(
 
 async fn introspect(sim: Sim, headers: HeaderMap, v2: bool) -> Response {
     let now = sim.clock.now();
-    let shape = if v2 { ErrorShape::Current } else { ErrorShape::Legacy };
-    let path = if v2 { "/api/v2/auth/introspect" } else { "/api/auth/introspect" };
+    let shape = if v2 {
+        ErrorShape::Current
+    } else {
+        ErrorShape::Legacy
+    };
+    let path = if v2 {
+        "/api/v2/auth/introspect"
+    } else {
+        "/api/auth/introspect"
+    };
     let reply = match sim.admit(shape, bearer(&headers), None, now) {
         Err(reply) => reply,
         Ok(accepted) => {
@@ -367,7 +401,9 @@ async fn mint(State(sim): State<Sim>, body: Bytes) -> Response {
     } else {
         match serde_json::from_slice(&body) {
             Ok(spec) => spec,
-            Err(e) => return (StatusCode::BAD_REQUEST, format!("bad token spec: {e}")).into_response(),
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("bad token spec: {e}")).into_response()
+            }
         }
     };
     Json(json!({"token": sim.mint_token(&spec)})).into_response()

@@ -124,7 +124,10 @@ mod tests {
             assert!(a >= prev, "arrival order at {i}");
             prev = a;
             let first = tl.first_at_or_after(a);
-            assert!(tl.arrival(first) >= a && (first == 0 || tl.arrival(first - 1) < a), "{i}");
+            assert!(
+                tl.arrival(first) >= a && (first == 0 || tl.arrival(first - 1) < a),
+                "{i}"
+            );
         }
         assert_eq!(tl.available(tl.start - Duration::hours(2)), 0);
         assert_eq!(tl.available(tl.start - Duration::nanoseconds(1)), 1000);
@@ -145,6 +148,9 @@ mod tests {
         assert_eq!(CursorState::decode(&s, Feed::ItemUsages, 9), Some(c));
         assert_eq!(CursorState::decode(&s, Feed::AuditEvents, 9), None);
         assert_eq!(CursorState::decode(&s, Feed::ItemUsages, 8), None);
-        assert_eq!(CursorState::decode("not-a-cursor", Feed::ItemUsages, 9), None);
+        assert_eq!(
+            CursorState::decode("not-a-cursor", Feed::ItemUsages, 9),
+            None
+        );
     }
 }

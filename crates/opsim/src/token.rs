@@ -194,7 +194,8 @@ pub fn decode_claims(token: &str) -> Option<Claims> {
     if parts.next().is_some() || signature.is_empty() {
         return None;
     }
-    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
     if header.get("alg")?.as_str()? != "ES256" {
         return None;
     }
@@ -234,20 +235,30 @@ mod tests {
         let (mut reg, token, now) = registry();
         assert!(reg.check(Some(&token), Some(Feed::ItemUsages), now).is_ok());
         assert_eq!(reg.check(None, None, now).unwrap_err(), Rejection::Missing);
-        assert_eq!(reg.check(Some("abc"), None, now).unwrap_err(), Rejection::Malformed);
+        assert_eq!(
+            reg.check(Some("abc"), None, now).unwrap_err(),
+            Rejection::Malformed
+        );
         let tampered = format!("{}x", &token[..token.len() - 1]);
         assert!(matches!(
             reg.check(Some(&tampered), None, now).unwrap_err(),
             Rejection::Unknown | Rejection::Malformed
         ));
         assert_eq!(
-            reg.check(Some(&token), Some(Feed::AuditEvents), now).unwrap_err(),
+            reg.check(Some(&token), Some(Feed::AuditEvents), now)
+                .unwrap_err(),
             Rejection::FeatureMissing
         );
         let later = now + time::Duration::seconds(61);
-        assert_eq!(reg.check(Some(&token), None, later).unwrap_err(), Rejection::Expired);
+        assert_eq!(
+            reg.check(Some(&token), None, later).unwrap_err(),
+            Rejection::Expired
+        );
         assert!(reg.set_revoked(&token, true));
-        assert_eq!(reg.check(Some(&token), None, now).unwrap_err(), Rejection::Revoked);
+        assert_eq!(
+            reg.check(Some(&token), None, now).unwrap_err(),
+            Rejection::Revoked
+        );
         assert!(reg.set_revoked(&token, false));
         assert!(reg.check(Some(&token), None, now).is_ok());
     }

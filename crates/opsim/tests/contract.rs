@@ -63,7 +63,10 @@ async fn drains_a_backfill_then_idles_on_a_stable_cursor() {
     let (config, _) = manual_config(2_345, 0.0);
     let h = Harness::start(config).await;
     let mut page = h
-        .page("/api/v2/itemusages", json!({"limit": 1000, "start_time": "2020-01-01T00:00:00Z"}))
+        .page(
+            "/api/v2/itemusages",
+            json!({"limit": 1000, "start_time": "2020-01-01T00:00:00Z"}),
+        )
         .await;
     let mut uuids = Vec::new();
     let mut requests = 1;
@@ -75,14 +78,23 @@ async fn drains_a_backfill_then_idles_on_a_stable_cursor() {
         if !page.has_more {
             break;
         }
-        page = h.page("/api/v2/itemusages", json!({"cursor": page.cursor})).await;
+        page = h
+            .page("/api/v2/itemusages", json!({"cursor": page.cursor}))
+            .await;
         requests += 1;
     }
     assert_eq!(uuids.len(), 2_345);
-    assert_eq!(uuids.iter().collect::<HashSet<_>>().len(), 2_345, "no duplicates");
+    assert_eq!(
+        uuids.iter().collect::<HashSet<_>>().len(),
+        2_345,
+        "no duplicates"
+    );
     assert_eq!(requests, 3, "1000 + 1000 + 345");
     for (i, uuid) in uuids.iter().enumerate() {
-        assert_eq!(h.running.sim.event(Feed::ItemUsages, i as u64)["uuid"], json!(uuid));
+        assert_eq!(
+            h.running.sim.event(Feed::ItemUsages, i as u64)["uuid"],
+            json!(uuid)
+        );
     }
 
     // Caught up: the same cursor comes back, again and again, with nothing in it.
@@ -100,12 +112,21 @@ async fn live_events_appear_behind_the_idle_cursor() {
     let (config, clock) = manual_config(10, 2.0);
     let h = Harness::start(config).await;
     let first = h
-        .page("/api/v2/auditevents", json!({"start_time": "2020-01-01T00:00:00Z"}))
+        .page(
+            "/api/v2/auditevents",
+            json!({"start_time": "2020-01-01T00:00:00Z"}),
+        )
         .await;
-    assert_eq!(first.items.len(), 11, "10 backfilled + the one arriving at start");
+    assert_eq!(
+        first.items.len(),
+        11,
+        "10 backfilled + the one arriving at start"
+    );
     assert!(!first.has_more);
     clock.advance(Duration::seconds(10));
-    let next = h.page("/api/v2/auditevents", json!({"cursor": first.cursor})).await;
+    let next = h
+        .page("/api/v2/auditevents", json!({"cursor": first.cursor}))
+        .await;
     assert_eq!(next.items.len(), 20);
     assert_ne!(next.cursor, first.cursor);
 }
@@ -115,11 +136,16 @@ async fn default_start_is_one_hour_back_and_end_time_bounds_the_cursor() {
     let (config, _) = manual_config(600, 0.0);
     let h = Harness::start(config).await;
     // The backfill spans exactly the last hour, so the default window holds all of it.
-    let all = h.page("/api/v2/signinattempts", json!({"limit": 1000})).await;
+    let all = h
+        .page("/api/v2/signinattempts", json!({"limit": 1000}))
+        .await;
     assert_eq!(all.items.len(), 600);
     let start = OffsetDateTime::from_unix_timestamp(1_800_000_000 - 3600).unwrap();
     let end = start + Duration::minutes(30);
-    let fmt = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let fmt = |t: OffsetDateTime| {
+        t.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
     let half = h
         .page(
             "/api/v2/signinattempts",
@@ -128,8 +154,13 @@ async fn default_start_is_one_hour_back_and_end_time_bounds_the_cursor() {
         .await;
     assert_eq!(half.items.len(), 300);
     assert!(!half.has_more);
-    let after = h.page("/api/v2/signinattempts", json!({"cursor": half.cursor})).await;
-    assert!(after.items.is_empty(), "an end_time cursor never passes its end");
+    let after = h
+        .page("/api/v2/signinattempts", json!({"cursor": half.cursor}))
+        .await;
+    assert!(
+        after.items.is_empty(),
+        "an end_time cursor never passes its end"
+    );
 }
 
 #[tokio::test]
@@ -142,7 +173,8 @@ async fn bad_requests_get_400_in_both_error_shapes() {
         json!({"limit": 1001}).to_string(),
         json!({"limit": "ten"}).to_string(),
         json!({"start_time": "yesterday"}).to_string(),
-        json!({"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"}).to_string(),
+        json!({"start_time": "2026-01-02T00:00:00Z", "end_time": "2026-01-01T00:00:00Z"})
+            .to_string(),
         json!({"cursor": "bm90IGEgY3Vyc29y"}).to_string(),
         json!({"cursor": 5}).to_string(),
         "[1,2]".to_owned(),
@@ -155,7 +187,11 @@ async fn bad_requests_get_400_in_both_error_shapes() {
             assert_eq!(resp.status(), 400, "{path} {body}");
             let err: ApiError = resp.json().await.expect("error body");
             assert!(!err.message().is_empty());
-            assert_eq!(matches!(err, ApiError::Current { status: 400, .. }), current, "{path}");
+            assert_eq!(
+                matches!(err, ApiError::Current { status: 400, .. }),
+                current,
+                "{path}"
+            );
         }
     }
 }
@@ -189,14 +225,27 @@ async fn unauthorized_cases_get_401() {
         let err: ApiError = resp.json().await.expect("error body");
         assert!(err.message().starts_with("Unauthorized"), "{why}");
     }
-    assert_eq!(h.post_as(&only_signins, "/api/v2/signinattempts", "{}").await.status(), 200);
+    assert_eq!(
+        h.post_as(&only_signins, "/api/v2/signinattempts", "{}")
+            .await
+            .status(),
+        200
+    );
 
-    assert_eq!(h.post_as(&expiring, "/api/v1/itemusages", "{}").await.status(), 200);
+    assert_eq!(
+        h.post_as(&expiring, "/api/v1/itemusages", "{}")
+            .await
+            .status(),
+        200
+    );
     clock.advance(Duration::seconds(61));
     let resp = h.post_as(&expiring, "/api/v1/itemusages", "{}").await;
     assert_eq!(resp.status(), 401);
     let err: ApiError = resp.json().await.unwrap();
-    assert!(matches!(err, ApiError::Legacy { .. }), "v1 answers in the legacy shape");
+    assert!(
+        matches!(err, ApiError::Legacy { .. }),
+        "v1 answers in the legacy shape"
+    );
 
     assert!(sim.revoke(&h.token));
     assert_eq!(h.post("/api/v2/itemusages", "{}").await.status(), 401);
@@ -220,13 +269,20 @@ async fn rate_limits_answer_429_with_and_without_retry_after() {
         }
         let resp = h.post("/api/v2/itemusages", "{}").await;
         assert_eq!(resp.status(), 429);
-        let header = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let header = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(header.is_some(), retry_after_header);
         if let Some(secs) = header {
             assert_eq!(secs, "60");
         }
         clock.advance(Duration::seconds(61));
-        assert_eq!(h.post("/api/v2/itemusages", "{}").await.status(), 200, "window slid");
+        assert_eq!(
+            h.post("/api/v2/itemusages", "{}").await.status(),
+            200,
+            "window slid"
+        );
     }
 }
 
@@ -239,22 +295,52 @@ async fn introspection_in_both_shapes() {
             .bearer_auth(&h.token)
             .send()
     };
-    let v2: Introspection = get("/api/v2/auth/introspect").await.unwrap().json().await.unwrap();
+    let v2: Introspection = get("/api/v2/auth/introspect")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v2.features.len(), 3);
-    assert_eq!(v2.account_uuid.as_deref(), Some(h.running.sim.directory().account_uuid.as_str()));
-    let v1: IntrospectionV1 = get("/api/auth/introspect").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        v2.account_uuid.as_deref(),
+        Some(h.running.sim.directory().account_uuid.as_str())
+    );
+    let v1: IntrospectionV1 = get("/api/auth/introspect")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v1.features, v2.features);
     let claims = opsim::decode_claims(&h.token).expect("claims");
-    assert_eq!(claims.aud, vec![h.running.addr.to_string()], "aud names the simulator's host");
+    assert_eq!(
+        claims.aud,
+        vec![h.running.addr.to_string()],
+        "aud names the simulator's host"
+    );
 }
 
 #[tokio::test]
 async fn v1_endpoints_leave_out_v2_fields() {
     let h = Harness::start(SimConfig::default()).await;
-    let v1 = h.page("/api/v1/auditevents", json!({"limit": 50, "start_time": "2020-01-01T00:00:00Z"})).await;
-    let v2 = h.page("/api/v2/auditevents", json!({"limit": 50, "start_time": "2020-01-01T00:00:00Z"})).await;
+    let v1 = h
+        .page(
+            "/api/v1/auditevents",
+            json!({"limit": 50, "start_time": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
+    let v2 = h
+        .page(
+            "/api/v2/auditevents",
+            json!({"limit": 50, "start_time": "2020-01-01T00:00:00Z"}),
+        )
+        .await;
     assert!(v2.items.iter().all(|e| e.get("account_uuid").is_some()));
-    assert!(v1.items.iter().all(|e| e.get("account_uuid").is_none() && e.get("actor_type").is_none()));
+    assert!(v1
+        .items
+        .iter()
+        .all(|e| e.get("account_uuid").is_none() && e.get("actor_type").is_none()));
     assert_eq!(v1.items[0]["uuid"], v2.items[0]["uuid"]);
 }
 
@@ -265,10 +351,16 @@ async fn injected_faults_then_recovery() {
     let body = json!({"limit": 10}).to_string();
 
     for status in [500u16, 502, 503] {
-        sim.inject(Fault::new(FaultKind::Status { status, retry_after: None }));
+        sim.inject(Fault::new(FaultKind::Status {
+            status,
+            retry_after: None,
+        }));
         assert_eq!(h.post("/api/v2/itemusages", &body).await.status(), status);
     }
-    sim.inject(Fault::new(FaultKind::Status { status: 429, retry_after: Some(7) }));
+    sim.inject(Fault::new(FaultKind::Status {
+        status: 429,
+        retry_after: Some(7),
+    }));
     let resp = h.post("/api/v2/itemusages", &body).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "7");
@@ -286,7 +378,10 @@ async fn injected_faults_then_recovery() {
         // connection drops before the headers are read, the request itself fails.
         Ok(resp) => {
             assert_eq!(resp.status(), 200);
-            assert!(resp.bytes().await.is_err(), "the body ends before Content-Length");
+            assert!(
+                resp.bytes().await.is_err(),
+                "the body ends before Content-Length"
+            );
         }
         Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
     }
@@ -316,7 +411,9 @@ async fn injected_faults_then_recovery() {
     assert_eq!(sim.pending_faults(), 0);
 
     let log = sim.requests();
-    assert!(log.iter().any(|r| r.status == 503 && r.feed == Some(Feed::AuditEvents)));
+    assert!(log
+        .iter()
+        .any(|r| r.status == 503 && r.feed == Some(Feed::AuditEvents)));
 }
 
 #[tokio::test]
@@ -334,8 +431,16 @@ async fn control_api_mints_and_revokes() {
         .await
         .unwrap();
     let token = minted["token"].as_str().expect("token").to_owned();
-    assert_eq!(h.post_as(&token, "/api/v2/itemusages", "{}").await.status(), 200);
-    assert_eq!(h.post_as(&token, "/api/v2/auditevents", "{}").await.status(), 401);
+    assert_eq!(
+        h.post_as(&token, "/api/v2/itemusages", "{}").await.status(),
+        200
+    );
+    assert_eq!(
+        h.post_as(&token, "/api/v2/auditevents", "{}")
+            .await
+            .status(),
+        401
+    );
     let resp = h
         .http
         .post(format!("{url}/_sim/tokens/revoke"))
@@ -344,5 +449,8 @@ async fn control_api_mints_and_revokes() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    assert_eq!(h.post_as(&token, "/api/v2/itemusages", "{}").await.status(), 401);
+    assert_eq!(
+        h.post_as(&token, "/api/v2/itemusages", "{}").await.status(),
+        401
+    );
 }

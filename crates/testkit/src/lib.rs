@@ -1,1 +1,195 @@
+//! Test harness for oprelay: a throw-away `nats-server -js` per test, opsim in-process, and a
+//! bounded wait that says what it was waiting for.
+//!
+//! Like nats.rs's `nats-server` helper, every server is a real process on its own port with its
+//! own store directory, killed when the handle drops, so tests never share state.
 
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use opsim;
+
+mod pki;
+pub use pki::TestPki;
+
+/// A running `nats-server` with JetStream, on a free loopback port.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    extra_config: String,
+    log: Arc<Mutex<String>>,
+}
+
+/// Where the `nats-server` binary is: `NATS_SERVER_BIN`, then `PATH`, then Debian's location.
+pub fn nats_server_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let in_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    in_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+impl NatsServer {
+    /// Starts `nats-server -js` with no auth on a free port.
+    pub fn start() -> Self {
+        Self::start_with_config("")
+    }
+
+    /// Starts with extra nats-server configuration (authorization, tls…) appended to the
+    /// harness's own `host`, `port` and `jetstream` settings.
+    pub fn start_with_config(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir for nats-server");
+        let mut server = NatsServer {
+            child: None,
+            port: 0,
+            dir,
+            extra_config: extra.to_owned(),
+            log: Arc::default(),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let port = if self.port == 0 {
+            "-1".to_owned()
+        } else {
+            self.port.to_string()
+        };
+        let store = self.dir.path().join("jetstream");
+        let conf = format!(
+            "host: 127.0.0.1\nport: {port}\nhttp_port: -1\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
+            store.display().to_string(),
+            self.extra_config
+        );
+        let conf_path = self.dir.path().join("nats.conf");
+        std::fs::write(&conf_path, conf).expect("write nats.conf");
+        let bin = nats_server_bin();
+        let mut child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}. Install it (`apt-get install nats-server`) or set NATS_SERVER_BIN",
+                    bin.display()
+                )
+            });
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        let log = self.log.clone();
+        // Drain stderr for the server's whole life so it never blocks on a full pipe; report
+        // the client port and readiness from the log lines.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
+                    if let Some(p) = rest
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.trim().parse::<u16>().ok())
+                    {
+                        let _ = tx.send(Some(p));
+                    }
+                }
+                if line.contains("Server is ready") {
+                    let _ = tx.send(None);
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut port = None;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Some(p)) => port = Some(p),
+                Ok(None) => break,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "nats-server did not become ready within 20 s; its log:\n{}",
+                        self.log()
+                    );
+                }
+            }
+        }
+        self.port =
+            port.unwrap_or_else(|| panic!("nats-server never said its port; log:\n{}", self.log()));
+        self.child = Some(child);
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding the config, the JetStream store, and anything a test puts there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same store, as after a crash and restart.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`; panics naming `what` otherwise.
+/// For conditions no event announces (a row in a KV bucket, a count reaching a number).
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
