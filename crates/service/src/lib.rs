@@ -1,1 +1,16 @@
+//! What every oprelay service binary shares: configuration, telemetry, the admin listener
+//! (`/healthz` `/readyz` `/metrics`), a controllable clock, and start-up and shutdown.
 
+pub mod admin;
+pub mod clock;
+pub mod config;
+pub mod lifecycle;
+pub mod telemetry;
+pub mod units;
+
+pub use admin::{Health, Metrics};
+pub use clock::Clock;
+pub use config::{Config, ConfigError, SecretSource};
+pub use lifecycle::{main, start, StartError, Started};
+pub use oprelay_events::Secret;
+pub use tokio_util::sync::CancellationToken;

@@ -173,6 +173,32 @@ impl Drop for NatsServer {
     }
 }
 
+/// The path of a workspace binary (`opsim`, `oprelay-fetcher`, …), built first if needed, for
+/// tests that run the real programs as separate processes.
+pub fn binary(name: &str) -> PathBuf {
+    // Test executables live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile> directory")
+        .to_path_buf();
+    let path = profile_dir.join(name);
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.is_file() {
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.args(["build", "--quiet", "--bin", name]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin {name} failed");
+    }
+    path
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`; panics naming `what` otherwise.
 /// For conditions no event announces (a row in a KV bucket, a count reaching a number).
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T

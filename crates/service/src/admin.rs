@@ -1,0 +1,148 @@
+//! The small admin listener every service runs: `/healthz` (alive), `/readyz` (connected to
+//! NATS and the topology provisioned) and `/metrics` (Prometheus text format).
+//!
+//! It is separate from any data path, like linkerd's admin server, so a probe or a scrape
+//! never competes with the work.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use oprelay_bus::Bus;
+
+/// Readiness as the orchestrator sees it.
+#[derive(Clone, Default)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Default)]
+struct HealthInner {
+    provisioned: AtomicBool,
+    bus: OnceLock<Bus>,
+}
+
+impl Health {
+    /// Called once the bus is connected and the topology exists.
+    pub fn set_ready(&self, bus: &Bus) {
+        let _ = self.inner.bus.set(bus.clone());
+        self.inner.provisioned.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.inner.provisioned.load(Ordering::Acquire) {
+            return Err("not ready: NATS topology not provisioned yet");
+        }
+        match self.inner.bus.get() {
+            Some(bus) if bus.is_connected() => Ok(()),
+            _ => Err("not ready: NATS disconnected"),
+        }
+    }
+}
+
+/// The Prometheus registry of one process. Metrics are registered at start-up; the lock is
+/// held only to register and to encode a scrape.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Metrics {
+            registry: Arc::new(Mutex::new(Registry::with_prefix("oprelay"))),
+        }
+    }
+
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(name, help, metric);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+}
+
+#[derive(Clone)]
+struct AdminState {
+    health: Health,
+    metrics: Metrics,
+}
+
+pub fn router(health: Health, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(AdminState { health, metrics })
+}
+
+async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
+    match s.health.readiness() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} for /healthz /readyz /metrics: {source} (set telemetry.listen or OPRELAY_TELEMETRY__LISTEN)")]
+pub struct AdminError {
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds now (so a port clash fails the start), serves until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), AdminError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| AdminError { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| AdminError { addr, source })?;
+    let app = router(health, metrics);
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,18 @@
+# oprelay developer commands. `./dev <recipe>` installs what is missing and runs one of these.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Formatting, lints, and every test against a real nats-server.
+test:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+    cargo test --workspace
+
+# The local demo: the 1Password simulator with a backfill and a live stream.
+demo:
+    cargo build --release --quiet -p opsim
+    scripts/demo.sh
+
+# Format the code.
+fmt:
+    cargo fmt --all
