@@ -36,9 +36,16 @@ fn reconnect_delay(attempts: usize) -> Duration {
     Duration::from_millis(capped - jitter + nanos % (2 * jitter))
 }
 
+/// Selects rustls's crypto provider for the whole process, once. Workspace builds compile in
+/// both ring and aws-lc-rs, and rustls then refuses to guess (it panics on first TLS use).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// One connection attempt. Errors say whether retrying can help: a refused connection can,
 /// a rejected password cannot.
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusError> {
+    install_crypto_provider();
     let mut opts = ConnectOptions::new()
         .max_reconnects(None)
         .reconnect_delay_callback(reconnect_delay)

@@ -11,7 +11,12 @@ use crate::feed::Feed;
 /// after the page that produced it was acknowledged by JetStream.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CursorState {
+    /// The API's opaque cursor; empty until the first page of a reset was published.
     pub cursor: String,
+    /// While `cursor` is empty: the `start_time` of the reset request, fixed when the feed was
+    /// first seen so a restart repeats the very same request (and JetStream drops the repeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// Pages published since the cursor was first written.

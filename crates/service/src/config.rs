@@ -38,7 +38,14 @@ impl ConfigError {
 
 /// Top-level sections; environment variables outside them are not config (a token in
 /// `OPRELAY_TOKEN_ACME` named by `token_env` must not be read as an unknown key).
-const SECTIONS: &[&str] = &["nats", "telemetry", "accounts", "sinks", "healthwatch"];
+const SECTIONS: &[&str] = &[
+    "nats",
+    "telemetry",
+    "fetcher",
+    "accounts",
+    "sinks",
+    "healthwatch",
+];
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +54,8 @@ pub struct Config {
     pub nats: NatsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub fetcher: FetcherConfig,
     #[serde(default)]
     pub accounts: Vec<AccountConfig>,
     #[serde(default)]
@@ -126,6 +135,31 @@ impl Default for TelemetryConfig {
             log_level: "info".into(),
             otlp_endpoint: String::new(),
             listen: None,
+        }
+    }
+}
+
+/// How fetcher replicas share the feeds and the API budget.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FetcherConfig {
+    /// A feed whose owner stopped renewing is taken over after this long.
+    pub lease_ttl: HumanDuration,
+    /// This replica's name in `OP_LEASES`; the pod name (`HOSTNAME`) or a random id when absent.
+    pub replica_id: Option<String>,
+    /// Requests per minute per account, all feeds together (the API allows 600).
+    pub requests_per_minute: u32,
+    /// Requests per hour per account (the API allows 30 000).
+    pub requests_per_hour: u32,
+}
+
+impl Default for FetcherConfig {
+    fn default() -> Self {
+        FetcherConfig {
+            lease_ttl: HumanDuration::secs(30),
+            replica_id: None,
+            requests_per_minute: 500,
+            requests_per_hour: 25_000,
         }
     }
 }
@@ -516,6 +550,31 @@ impl Config {
     /// Every check that does not need the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_nats()?;
+        let f = &self.fetcher;
+        check_range(
+            "fetcher.lease_ttl",
+            f.lease_ttl,
+            HumanDuration::secs(3),
+            HumanDuration::secs(600),
+        )?;
+        if !(1..=600).contains(&f.requests_per_minute) {
+            return Err(ConfigError::new(
+                "fetcher.requests_per_minute",
+                format!(
+                    "{} is out of range (1 to 600, the API's limit)",
+                    f.requests_per_minute
+                ),
+            ));
+        }
+        if !(1..=30_000).contains(&f.requests_per_hour) {
+            return Err(ConfigError::new(
+                "fetcher.requests_per_hour",
+                format!(
+                    "{} is out of range (1 to 30000, the API's limit)",
+                    f.requests_per_hour
+                ),
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");

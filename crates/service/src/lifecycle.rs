@@ -71,6 +71,7 @@ where
     E: std::fmt::Display + Send + 'static,
 {
     let args = ServiceArgs::parse();
+    oprelay_bus::install_crypto_provider();
     let config = match config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {

@@ -1,0 +1,355 @@
+//! The 1Password Events API client.
+//!
+//! Each failure is classified here, at the source, into what the poller should do about it:
+//! wait as told (429), back off (5xx, timeouts, truncated or malformed bodies), or slow down and
+//! tell a human (401/403 token rejected, 400 bad request).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::OffsetDateTime;
+
+use oprelay_events::{
+    CursorRequest, Feed, Introspection, IntrospectionV1, Page, Secret, Timestamp,
+};
+use oprelay_service::config::ApiVersion;
+
+/// How long one request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    #[error("rate limited by the Events API (429){}", .retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("token rejected ({status}): {message}; check that the token is valid, not revoked and scoped for this feed")]
+    TokenRejected { status: u16, message: String },
+    #[error("bad request (400): {message}")]
+    BadRequest { message: String },
+    #[error("not found (404) at {url}; is base_url the Events API host of this account's region?")]
+    NotFound { url: String },
+    #[error("Events API server error {status}{}", if .message.is_empty() { String::new() } else { format!(": {}", .message) })]
+    Server { status: u16, message: String },
+    #[error("unexpected HTTP status {status}: {message}")]
+    Unexpected { status: u16, message: String },
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+/// What the poller does after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Wait this long (the server said so), then retry.
+    WaitExactly(Duration),
+    /// Exponential backoff with full jitter, from seconds up to minutes.
+    Backoff,
+    /// A human has to act; retry every few minutes, never hammer.
+    Slow,
+}
+
+impl ApiError {
+    pub fn recovery(&self) -> Recovery {
+        match self {
+            ApiError::RateLimited {
+                retry_after: Some(d),
+            } => Recovery::WaitExactly(*d),
+            ApiError::RateLimited { retry_after: None }
+            | ApiError::Server { .. }
+            | ApiError::Transport(_)
+            | ApiError::Malformed(_) => Recovery::Backoff,
+            ApiError::TokenRejected { .. }
+            | ApiError::BadRequest { .. }
+            | ApiError::NotFound { .. }
+            | ApiError::Unexpected { .. } => Recovery::Slow,
+        }
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TokenRejected { .. } => "token_rejected",
+            ApiError::BadRequest { .. } => "bad_request",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Server { .. } => "server_error",
+            ApiError::Unexpected { .. } => "unexpected_status",
+            ApiError::Transport(_) => "transport",
+            ApiError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+/// A page as received, and what the poller needs from it without building the events.
+#[derive(Debug, Clone)]
+pub struct FetchedPage {
+    /// The body exactly as 1Password sent it; this is what goes to `OP_RAW`.
+    pub body: Bytes,
+    pub cursor: String,
+    pub has_more: bool,
+    pub count: usize,
+    /// The newest `timestamp` among the items, for the lag metric.
+    pub max_event_time: Option<OffsetDateTime>,
+}
+
+#[derive(Deserialize)]
+struct ItemTime<'a> {
+    #[serde(borrow, default)]
+    timestamp: Option<Cow<'a, str>>,
+}
+
+impl FetchedPage {
+    pub fn parse(body: Bytes) -> Result<FetchedPage, ApiError> {
+        let page: Page<&RawValue> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Malformed(format!("not a page envelope ({e})")))?;
+        let max_event_time = page
+            .items
+            .iter()
+            .filter_map(|raw| serde_json::from_str::<ItemTime>(raw.get()).ok())
+            .filter_map(|it| it.timestamp.and_then(|t| Timestamp::parse(&t).ok()))
+            .map(|t| t.instant())
+            .max();
+        let (cursor, has_more, count) = (page.cursor, page.has_more, page.items.len());
+        Ok(FetchedPage {
+            cursor,
+            has_more,
+            count,
+            max_event_time,
+            body,
+        })
+    }
+}
+
+/// One account's view of the Events API.
+#[derive(Clone)]
+pub struct EventsApi {
+    http: reqwest::Client,
+    base_url: String,
+    version: ApiVersion,
+}
+
+impl EventsApi {
+    pub fn new(base_url: &str, version: ApiVersion) -> Result<EventsApi, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("oprelay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Transport(format!("cannot build the HTTP client: {e}")))?;
+        Ok(EventsApi {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            version,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `GET /api/v2/auth/introspect`, falling back to the deprecated v1 path on 404.
+    pub async fn introspect(&self, token: &Secret) -> Result<Introspection, ApiError> {
+        let url = format!("{}/api/v2/auth/introspect", self.base_url);
+        match self.get_json::<Introspection>(&url, token).await {
+            Err(ApiError::NotFound { .. }) => {
+                let url = format!("{}/api/auth/introspect", self.base_url);
+                Ok(self.get_json::<IntrospectionV1>(&url, token).await?.into())
+            }
+            other => other,
+        }
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        token: &Secret,
+    ) -> Result<T, ApiError> {
+        let resp = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?;
+        check_status(status.as_u16(), &headers, &body, url)?;
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::Malformed(format!("introspection: {e}")))
+    }
+
+    /// One page of `feed`.
+    pub async fn fetch(
+        &self,
+        feed: Feed,
+        request: &CursorRequest,
+        token: &Secret,
+    ) -> Result<FetchedPage, ApiError> {
+        let version = match self.version {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        };
+        let url = format!("{}/api/{version}/{}", self.base_url, feed.api_name());
+        let body = serde_json::to_vec(request).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let resp = self
+            .http
+            .post(&url)
+            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?;
+        check_status(status, &headers, &body, &url)?;
+        FetchedPage::parse(body)
+    }
+}
+
+fn transport(e: reqwest::Error) -> ApiError {
+    // reqwest's messages name the URL, never headers, so the token cannot leak through them.
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "response body cut short"
+    } else {
+        "request failed"
+    };
+    ApiError::Transport(format!("{what}: {}", e.without_url()))
+}
+
+fn error_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<oprelay_events::ApiError>(body) {
+        Ok(e) => e.message().to_owned(),
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_owned(),
+    }
+}
+
+fn check_status(status: u16, headers: &HeaderMap, body: &[u8], url: &str) -> Result<(), ApiError> {
+    match status {
+        200..=299 => Ok(()),
+        429 => Err(ApiError::RateLimited {
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after),
+        }),
+        401 | 403 => Err(ApiError::TokenRejected {
+            status,
+            message: error_message(body),
+        }),
+        400 => Err(ApiError::BadRequest {
+            message: error_message(body),
+        }),
+        404 => Err(ApiError::NotFound {
+            url: url.to_owned(),
+        }),
+        500..=599 => Err(ApiError::Server {
+            status,
+            message: error_message(body),
+        }),
+        _ => Err(ApiError::Unexpected {
+            status,
+            message: error_message(body),
+        }),
+    }
+}
+
+/// `Retry-After` is seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let fmt = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(value, &fmt)
+        .ok()?
+        .assume_utc();
+    let left = at - OffsetDateTime::now_utc();
+    Some(
+        left.try_into()
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_parse_without_building_events() {
+        let body = Bytes::from_static(br#"{"cursor":"c2","has_more":true,"items":[{"uuid":"a","timestamp":"2026-01-01T00:00:01Z"},{"uuid":"b","timestamp":"2026-01-01T00:00:03.5Z"},7,{"uuid":"c"}]}"#);
+        let page = FetchedPage::parse(body.clone()).unwrap();
+        assert_eq!(page.cursor, "c2");
+        assert!(page.has_more);
+        assert_eq!(
+            page.count, 4,
+            "odd items are counted; the normalizer dead-letters them"
+        );
+        assert_eq!(
+            page.max_event_time.map(|t| t.unix_timestamp()),
+            Some(1_767_225_603)
+        );
+        assert_eq!(page.body, body, "the body is kept exactly");
+        for bad in [
+            &b"<html>"[..],
+            br#"{"has_more":false,"items":[]}"#,
+            br#"{"cursor":"x","has_more":"no","items":[]}"#,
+        ] {
+            assert!(matches!(
+                FetchedPage::parse(Bytes::copy_from_slice(bad)),
+                Err(ApiError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn failures_say_how_to_recover() {
+        let none = HeaderMap::new();
+        let mut with = HeaderMap::new();
+        with.insert(RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(
+            check_status(429, &with, b"", "u").unwrap_err().recovery(),
+            Recovery::WaitExactly(Duration::from_secs(7))
+        );
+        assert_eq!(
+            check_status(429, &none, b"", "u").unwrap_err().recovery(),
+            Recovery::Backoff
+        );
+        assert_eq!(
+            check_status(503, &none, b"", "u").unwrap_err().recovery(),
+            Recovery::Backoff
+        );
+        let e =
+            check_status(401, &none, br#"{"Error":{"Message":"Unauthorized"}}"#, "u").unwrap_err();
+        assert_eq!(e.recovery(), Recovery::Slow);
+        assert!(e.to_string().contains("Unauthorized"));
+        let e = check_status(
+            400,
+            &none,
+            br#"{"status":400,"message":"limit must be an integer"}"#,
+            "u",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("limit must be an integer"));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,125 @@
+//! How long to wait after a failure.
+//!
+//! Exponential with full jitter (AWS's "full jitter": a uniform draw between zero and the
+//! exponential bound), so replicas that failed together do not retry together.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::api::Recovery;
+
+/// Bounds of the two retry regimes.
+#[derive(Clone, Copy, Debug)]
+pub struct BackoffPolicy {
+    /// 5xx, timeouts, truncated or malformed bodies, 429 without `Retry-After`.
+    pub transient_base: Duration,
+    pub transient_cap: Duration,
+    /// Rejected tokens and bad requests: a human must act, so retry every few minutes.
+    pub slow_base: Duration,
+    pub slow_cap: Duration,
+}
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        BackoffPolicy {
+            transient_base: Duration::from_secs(1),
+            transient_cap: Duration::from_secs(180),
+            slow_base: Duration::from_secs(120),
+            slow_cap: Duration::from_secs(900),
+        }
+    }
+}
+
+/// Consecutive failures of one feed and the wait they call for.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: BackoffPolicy,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Backoff {
+            policy,
+            failures: 0,
+        }
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Records a failure and returns how long to wait before the next attempt.
+    pub fn next(&mut self, recovery: Recovery) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let exp = self.failures.saturating_sub(1).min(20);
+        let mut rng = rand::rng();
+        match recovery {
+            // The server said when; a little jitter keeps replicas apart.
+            Recovery::WaitExactly(d) => d + Duration::from_millis(rng.random_range(0..250)),
+            Recovery::Backoff => {
+                let bound = self
+                    .policy
+                    .transient_base
+                    .saturating_mul(1 << exp)
+                    .min(self.policy.transient_cap);
+                // Full jitter, but never below a tenth of a second: no tight loop.
+                let ms = rng.random_range(0..=bound.as_millis() as u64);
+                Duration::from_millis(ms.max(100))
+            }
+            Recovery::Slow => {
+                let bound = self
+                    .policy
+                    .slow_base
+                    .saturating_mul(1 << exp.min(4))
+                    .min(self.policy.slow_cap);
+                // ±10 %: slow means slow; jitter only de-synchronises.
+                let spread = bound.as_millis() as u64 / 10;
+                let ms = bound.as_millis() as u64 - spread + rng.random_range(0..=2 * spread);
+                Duration::from_millis(ms)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_waits_grow_and_stay_capped() {
+        let mut b = Backoff::new(BackoffPolicy::default());
+        for i in 0..30 {
+            let d = b.next(Recovery::Backoff);
+            let bound = Duration::from_secs(1u64 << i.min(20)).min(Duration::from_secs(180));
+            assert!(
+                d <= bound.max(Duration::from_millis(100)),
+                "attempt {i}: {d:?}"
+            );
+            assert!(d >= Duration::from_millis(100));
+        }
+        assert_eq!(b.failures(), 30);
+        b.reset();
+        assert_eq!(b.failures(), 0);
+    }
+
+    #[test]
+    fn slow_waits_are_minutes_and_retry_after_is_honoured() {
+        let mut b = Backoff::new(BackoffPolicy::default());
+        let first = b.next(Recovery::Slow);
+        assert!(
+            first >= Duration::from_secs(108) && first <= Duration::from_secs(132),
+            "{first:?}"
+        );
+        for _ in 0..10 {
+            assert!(b.next(Recovery::Slow) <= Duration::from_secs(990));
+        }
+        let d = b.next(Recovery::WaitExactly(Duration::from_secs(30)));
+        assert!(d >= Duration::from_secs(30) && d < Duration::from_millis(30_250));
+    }
+}

@@ -1,0 +1,196 @@
+//! Which replica polls which feed.
+//!
+//! Each feed has a lease in `OP_LEASES` (`{owner, expires_at}`), claimed and renewed with
+//! compare-and-set, so two replicas can never both win it. Replicas also heartbeat under
+//! `_replicas.{id}`; knowing how many are alive, each takes at most its fair share of the feeds
+//! and gives back the excess when a new replica joins, so load spreads instead of the first
+//! replica grabbing everything. A replica that dies stops renewing; its leases expire after the
+//! TTL and the survivors take them over.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use oprelay_bus::{BusError, JsonKv};
+use oprelay_events::Lease;
+use oprelay_service::Clock;
+
+const REPLICA_PREFIX: &str = "_replicas.";
+
+pub struct Leases {
+    kv: JsonKv,
+    me: String,
+    ttl: Duration,
+    clock: Clock,
+    /// Feed key → revision of our lease.
+    held: BTreeMap<String, u64>,
+}
+
+impl Leases {
+    pub fn new(kv: JsonKv, replica_id: &str, ttl: Duration, clock: Clock) -> Self {
+        Leases {
+            kv,
+            me: sanitize(replica_id),
+            ttl,
+            clock,
+            held: BTreeMap::new(),
+        }
+    }
+
+    pub fn replica_id(&self) -> &str {
+        &self.me
+    }
+
+    pub fn held(&self) -> BTreeSet<String> {
+        self.held.keys().cloned().collect()
+    }
+
+    /// One round: heartbeat, then renew, claim or give back leases so this replica holds its
+    /// fair share of `wanted`. Returns the keys held afterwards.
+    pub async fn tick(&mut self, wanted: &[String]) -> Result<BTreeSet<String>, BusError> {
+        let now = self.clock.now();
+        let expires_at = now + self.ttl;
+        self.kv
+            .put(
+                &format!("{REPLICA_PREFIX}{}", self.me),
+                &Lease {
+                    owner: self.me.clone(),
+                    expires_at,
+                },
+            )
+            .await?;
+        let live = self.live_replicas(now).await?.max(1);
+        let fair = wanted.len().div_ceil(live);
+
+        // Replicas prefer different feeds (rendezvous order), so claims rarely collide.
+        let mut order: Vec<&String> = wanted.iter().collect();
+        order.sort_by_key(|k| rank(k, &self.me));
+
+        self.held.retain(|k, _| wanted.contains(k));
+        for key in order {
+            let current = self.kv.get::<Lease>(key).await?;
+            let mine = current.as_ref().is_some_and(|c| c.value.owner == self.me);
+            let free = current.as_ref().is_none_or(|c| c.value.expires_at <= now);
+            let revision = current.as_ref().map(|c| c.revision);
+            let lease = Lease {
+                owner: self.me.clone(),
+                expires_at,
+            };
+            if mine && (self.held.contains_key(key) || !free) {
+                match self.kv.compare_and_set(key, &lease, revision).await {
+                    Ok(rev) => {
+                        self.held.insert(key.clone(), rev);
+                    }
+                    Err(BusError::Conflict { .. }) => {
+                        self.held.remove(key);
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if free && self.held.len() < fair {
+                match self.kv.compare_and_set(key, &lease, revision).await {
+                    Ok(rev) => {
+                        tracing::info!(feed = %key, replica = %self.me, "lease claimed");
+                        self.held.insert(key.clone(), rev);
+                    }
+                    Err(BusError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            } else if !mine {
+                self.held.remove(key);
+            }
+        }
+        // A new replica joined: give back what is over the fair share.
+        while self.held.len() > fair {
+            let Some((key, _)) = self.held.iter().next_back().map(|(k, r)| (k.clone(), *r)) else {
+                break;
+            };
+            self.release(&key).await?;
+        }
+        Ok(self.held())
+    }
+
+    async fn live_replicas(&self, now: time::OffsetDateTime) -> Result<usize, BusError> {
+        let mut keys = self.kv.store().keys().await.map_err(|e| BusError::Kv {
+            op: "list",
+            bucket: "OP_LEASES".into(),
+            key: REPLICA_PREFIX.into(),
+            source: Box::new(e),
+        })?;
+        let mut replicas = Vec::new();
+        while let Some(key) = keys.next().await {
+            if let Ok(key) = key {
+                if key.starts_with(REPLICA_PREFIX) {
+                    replicas.push(key);
+                }
+            }
+        }
+        let mut live = 0;
+        for key in replicas {
+            if let Some(v) = self.kv.get::<Lease>(&key).await? {
+                if v.value.expires_at > now {
+                    live += 1;
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Gives a lease back so another replica can take it at once.
+    pub async fn release(&mut self, key: &str) -> Result<(), BusError> {
+        if let Some(rev) = self.held.remove(key) {
+            let expired = Lease {
+                owner: self.me.clone(),
+                expires_at: self.clock.now(),
+            };
+            match self.kv.compare_and_set(key, &expired, Some(rev)).await {
+                Ok(_) | Err(BusError::Conflict { .. }) => {
+                    tracing::info!(feed = %key, replica = %self.me, "lease released");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// On shutdown: every lease back, and the heartbeat gone, so survivors rebalance at once.
+    pub async fn release_all(&mut self) -> Result<(), BusError> {
+        let keys: Vec<String> = self.held.keys().cloned().collect();
+        for key in keys {
+            self.release(&key).await?;
+        }
+        let _ = self
+            .kv
+            .store()
+            .delete(format!("{REPLICA_PREFIX}{}", self.me))
+            .await;
+        Ok(())
+    }
+}
+
+fn rank(key: &str, replica: &str) -> [u8; 8] {
+    let digest = Sha256::digest(format!("{key}\u{0}{replica}").as_bytes());
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&digest[..8]);
+    out
+}
+
+/// KV keys allow `[-_=/.a-zA-Z0-9]`; pod names fit, anything else is mapped to `_`.
+fn sanitize(id: &str) -> String {
+    let s: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "replica".into()
+    } else {
+        s
+    }
+}

@@ -1,0 +1,272 @@
+//! The fetcher: the only component that talks to 1Password.
+//!
+//! For every configured account it reads the token, learns the region and feeds from it,
+//! confirms it with introspection, and polls each feed whose lease this replica holds: drain
+//! while `has_more`, publish each non-empty page to `op.raw.{account}.{feed}`, wait for the
+//! JetStream ack, then advance the cursor with compare-and-set.
+
+pub mod api;
+pub mod backoff;
+pub mod budget;
+pub mod lease;
+pub mod metrics;
+pub mod poller;
+pub mod token;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use oprelay_bus::{BusError, JsonKv};
+use oprelay_events::{names, Feed, FeedStatus};
+use oprelay_service::config::AccountConfig;
+use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
+
+use crate::api::EventsApi;
+use crate::backoff::BackoffPolicy;
+use crate::budget::Budget;
+use crate::lease::Leases;
+use crate::metrics::FetcherMetrics;
+use crate::poller::{Account, Deps, Poller};
+
+pub const SERVICE: &str = "fetcher";
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9461);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("account {account}: {problem}")]
+    Account { account: String, problem: String },
+}
+
+/// What tests and embedders may change; `run` uses the defaults.
+#[derive(Clone)]
+pub struct Options {
+    pub clock: Clock,
+    pub backoff: BackoffPolicy,
+    /// How often leases are renewed and rebalanced; a third of the TTL by default.
+    pub lease_interval: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Clock::System,
+            backoff: BackoffPolicy::default(),
+            lease_interval: None,
+        }
+    }
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), FetcherError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), FetcherError> {
+    let metrics = Metrics::new();
+    let fetcher_metrics = FetcherMetrics::register(&metrics);
+    let Some(started) =
+        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let bus = started.bus;
+    let deps = Deps {
+        cursors: JsonKv::open(&bus, names::BUCKET_CURSORS).await?,
+        status: JsonKv::open(&bus, names::BUCKET_STATUS).await?,
+        bus: bus.clone(),
+        clock: options.clock.clone(),
+        metrics: fetcher_metrics.clone(),
+        backoff: options.backoff,
+    };
+
+    let mut feeds: BTreeMap<String, (Arc<Account>, Feed)> = BTreeMap::new();
+    for account_config in &config.accounts {
+        let (account, allowed) = match setup_account(account_config, &config, &deps).await {
+            Ok(v) => v,
+            Err(problem) => {
+                // One broken account must not stop the others.
+                tracing::error!(account = %account_config.name, %problem, "account not polled");
+                continue;
+            }
+        };
+        for feed in allowed {
+            feeds.insert(
+                names::feed_key(&account.name, feed),
+                (account.clone(), feed),
+            );
+        }
+    }
+    if feeds.is_empty() {
+        tracing::warn!(
+            "no feed to poll: configure [[accounts]] with a token that can read at least one feed"
+        );
+    }
+
+    let replica_id = config
+        .fetcher
+        .replica_id
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("fetcher-{:08x}", rand::random::<u32>()));
+    let ttl = config.fetcher.lease_ttl.0;
+    let mut leases = Leases::new(
+        JsonKv::open(&bus, names::BUCKET_LEASES).await?,
+        &replica_id,
+        ttl,
+        options.clock.clone(),
+    );
+    tracing::info!(replica = %leases.replica_id(), feeds = feeds.len(), "fetcher running");
+    let wanted: Vec<String> = feeds.keys().cloned().collect();
+    let interval = options.lease_interval.unwrap_or(ttl / 3);
+    let mut pollers: BTreeMap<String, watch::Sender<bool>> = BTreeMap::new();
+    let mut tasks = JoinSet::new();
+    let poll_shutdown = shutdown.child_token();
+
+    loop {
+        match leases.tick(&wanted).await {
+            Ok(held) => reconcile(
+                &held,
+                &mut pollers,
+                &mut tasks,
+                &feeds,
+                &deps,
+                &poll_shutdown,
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "lease round failed; keeping current feeds until the next round")
+            }
+        }
+        fetcher_metrics.leases_held.set(pollers.len() as i64);
+        while tasks.try_join_next().is_some() {}
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = options.clock.sleep(interval) => {}
+        }
+    }
+
+    // Stop pollers first (in-flight requests are abandoned, no cursor is written for a page
+    // that was not acknowledged), then hand the leases back so another replica resumes at once.
+    poll_shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    if let Err(e) = leases.release_all().await {
+        tracing::warn!(error = %e, "could not release leases; they expire after the TTL");
+    }
+    tracing::info!("fetcher stopped");
+    Ok(())
+}
+
+/// Starts pollers for newly held feeds and stops those whose lease was lost.
+fn reconcile(
+    held: &BTreeSet<String>,
+    pollers: &mut BTreeMap<String, watch::Sender<bool>>,
+    tasks: &mut JoinSet<()>,
+    feeds: &BTreeMap<String, (Arc<Account>, Feed)>,
+    deps: &Deps,
+    shutdown: &CancellationToken,
+) {
+    pollers.retain(|key, tx| {
+        let keep = held.contains(key) && !tx.is_closed();
+        if !keep {
+            let _ = tx.send(false);
+        }
+        keep
+    });
+    for key in held {
+        if pollers.contains_key(key) {
+            continue;
+        }
+        if let Some((account, feed)) = feeds.get(key) {
+            let (tx, rx) = watch::channel(true);
+            let poller = Poller::new(account.clone(), *feed, deps.clone());
+            tasks.spawn(poller.run(rx, shutdown.clone()));
+            pollers.insert(key.clone(), tx);
+        }
+    }
+}
+
+/// Reads the token, works out the base URL and the feeds, and confirms with introspection.
+async fn setup_account(
+    config: &AccountConfig,
+    all: &Config,
+    deps: &Deps,
+) -> Result<(Arc<Account>, Vec<Feed>), String> {
+    let source = config.token();
+    let token = source
+        .read()
+        .map_err(|e| format!("cannot read the token: {e}"))?;
+    let claims = token::decode(token.expose()).map_err(|e| e.to_string())?;
+    let base_url = config
+        .base_url
+        .clone()
+        .or(claims.base_url.clone())
+        .ok_or("the token names no Events API host (legacy token?); set base_url, e.g. https://events.1password.com")?;
+    let api = EventsApi::new(&base_url, config.api_version).map_err(|e| e.to_string())?;
+    let features = match api.introspect(&token).await {
+        Ok(i) => {
+            tracing::info!(account = %config.name, features = ?i.features, "token confirmed by introspection");
+            Some(
+                i.features
+                    .iter()
+                    .filter_map(|f| Feed::from_api_name(f))
+                    .collect::<Vec<_>>(),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(account = %config.name, error = %e, "introspection failed; using the token's own claims");
+            claims.features.clone()
+        }
+    };
+    let wanted = config
+        .feeds
+        .clone()
+        .unwrap_or_else(|| features.clone().unwrap_or_else(|| Feed::ALL.to_vec()));
+    let mut allowed = Vec::new();
+    for feed in wanted {
+        let permitted = features.as_ref().is_none_or(|f| f.contains(&feed));
+        if permitted {
+            allowed.push(feed);
+        } else {
+            let problem = format!(
+                "the token is not allowed to read {feed} (its features: {}); issue a token with this feature or remove it from feeds",
+                features.as_ref().map(|f| f.iter().map(|x| x.api_name()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+            );
+            tracing::error!(account = %config.name, %feed, "{problem}");
+            let status = FeedStatus {
+                last_poll_at: Some(deps.clock.now()),
+                last_error: Some(problem),
+                token_expires_at: claims.expires_at,
+                ..FeedStatus::default()
+            };
+            let _ = deps
+                .status
+                .put(&names::fetch_status_key(&config.name, feed), &status)
+                .await;
+        }
+    }
+    let account = Arc::new(Account {
+        name: config.name.clone(),
+        config: config.clone(),
+        api,
+        token: source,
+        budget: Budget::new(
+            all.fetcher.requests_per_minute,
+            all.fetcher.requests_per_hour,
+            deps.clock.clone(),
+        ),
+        token_expires_at: claims.expires_at,
+    });
+    Ok((account, allowed))
+}

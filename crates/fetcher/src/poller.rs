@@ -1,0 +1,470 @@
+//! The polling loop of one (account, feed): the heart of the delivery contract.
+//!
+//! Order per page: request → publish the page to `OP_RAW` and wait for the JetStream ack →
+//! write the cursor with compare-and-set. A crash anywhere replays at most the request whose
+//! cursor was not written, and the replayed page carries the same dedup id (derived from the
+//! request), so JetStream drops it. The cursor write is compare-and-set on the revision read,
+//! so two replicas that both believe they own the feed cannot fork or rewind it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use oprelay_bus::{Bus, BusError, JsonKv, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{AccountName, CursorRequest, CursorState, Feed, FeedStatus, Secret};
+use oprelay_service::config::{AccountConfig, SecretSource};
+use oprelay_service::{CancellationToken, Clock};
+
+use crate::api::{ApiError, EventsApi, FetchedPage, Recovery};
+use crate::backoff::{Backoff, BackoffPolicy};
+use crate::budget::Budget;
+use crate::metrics::{FeedLabels, FetcherMetrics, RequestLabels};
+
+/// What every feed of one account shares.
+pub struct Account {
+    pub name: AccountName,
+    pub config: AccountConfig,
+    pub api: EventsApi,
+    pub token: SecretSource,
+    pub budget: Budget,
+    pub token_expires_at: Option<OffsetDateTime>,
+}
+
+/// The stores and tools a poller works with.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Bus,
+    pub cursors: JsonKv,
+    pub status: JsonKv,
+    pub clock: Clock,
+    pub metrics: FetcherMetrics,
+    pub backoff: BackoffPolicy,
+}
+
+pub struct Poller {
+    account: Arc<Account>,
+    feed: Feed,
+    deps: Deps,
+    key: String,
+    labels: FeedLabels,
+    backoff: Backoff,
+    status: FeedStatus,
+}
+
+/// Why a drain ended early.
+enum Stop {
+    Shutdown,
+    LeaseLost,
+}
+
+/// The dedup id of a page: the request that produced it. Re-sending the request after a crash
+/// yields the same id, whatever the response.
+pub fn page_msg_id(account: &AccountName, feed: Feed, request: &CursorRequest) -> String {
+    let body = serde_json::to_vec(request).unwrap_or_default();
+    let digest = Sha256::digest(&body);
+    format!("raw:{account}:{feed}:{}", hex::encode(&digest[..16]))
+}
+
+impl Poller {
+    pub fn new(account: Arc<Account>, feed: Feed, deps: Deps) -> Self {
+        let key = names::feed_key(&account.name, feed);
+        let labels = FeedLabels {
+            account: account.name.to_string(),
+            feed: feed.to_string(),
+        };
+        Poller {
+            backoff: Backoff::new(deps.backoff),
+            status: FeedStatus {
+                token_expires_at: account.token_expires_at,
+                ..FeedStatus::default()
+            },
+            account,
+            feed,
+            deps,
+            key,
+            labels,
+        }
+    }
+
+    /// Polls until shutdown or until the lease is lost (`held` turns false).
+    pub async fn run(mut self, mut held: watch::Receiver<bool>, shutdown: CancellationToken) {
+        let span = tracing::info_span!("feed", account = %self.account.name, feed = %self.feed);
+        async move {
+            // Keep what earlier runs recorded (last event, expiry) rather than blanking it.
+            let key = names::fetch_status_key(&self.account.name, self.feed);
+            if let Ok(Some(prev)) = self.deps.status.get::<FeedStatus>(&key).await {
+                self.status = FeedStatus {
+                    token_expires_at: self
+                        .account
+                        .token_expires_at
+                        .or(prev.value.token_expires_at),
+                    ..prev.value
+                };
+            }
+            tracing::info!("polling");
+            loop {
+                match self.cycle(&mut held, &shutdown).await {
+                    Ok(()) => {}
+                    Err(Stop::Shutdown) | Err(Stop::LeaseLost) => break,
+                }
+                let interval = self.account.config.poll_interval.0;
+                let jitter = rand::rng().random_range(0.9..1.1);
+                let wait = interval.mul_f64(jitter);
+                if self.wait(wait, &mut held, &shutdown).await.is_err() {
+                    break;
+                }
+            }
+            tracing::info!("stopped polling");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Sleeps on the clock unless shutdown or lease loss comes first.
+    async fn wait(
+        &self,
+        d: Duration,
+        held: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        if !*held.borrow() {
+            return Err(Stop::LeaseLost);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(Stop::Shutdown),
+            _ = held.wait_for(|h| !*h) => Err(Stop::LeaseLost),
+            _ = self.deps.clock.sleep(d) => Ok(()),
+        }
+    }
+
+    /// One poll: read the cursor, then drain while `has_more`.
+    async fn cycle(
+        &mut self,
+        held: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        loop {
+            match self.drain(held, shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(DrainError::Stop(s)) => return Err(s),
+                Err(DrainError::Retry(wait)) => self.wait(wait, held, shutdown).await?,
+            }
+        }
+    }
+
+    async fn drain(
+        &mut self,
+        held: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), DrainError> {
+        let (mut request, mut revision, mut state) = self.load_cursor().await?;
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(DrainError::Stop(Stop::Shutdown));
+            }
+            if !*held.borrow() {
+                return Err(DrainError::Stop(Stop::LeaseLost));
+            }
+            let token = match self.account.token.read() {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(self
+                        .failed(
+                            format!("cannot read the token: {e}"),
+                            "token_unreadable",
+                            Recovery::Slow,
+                        )
+                        .await)
+                }
+            };
+            self.account.budget.acquire().await;
+            let fetched = tokio::select! {
+                _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
+                r = self.fetch(&request, &token) => r,
+            };
+            let page = match fetched {
+                Ok(page) => page,
+                Err(e) => {
+                    let kind = e.kind();
+                    let recovery = e.recovery();
+                    if matches!(e, ApiError::BadRequest { .. }) {
+                        tracing::error!(error = %e, "the Events API refused the request");
+                    }
+                    return Err(self.failed(e.to_string(), kind, recovery).await);
+                }
+            };
+            let fetched_at = self.deps.clock.now();
+            if page.count > 0 {
+                if !*held.borrow() {
+                    return Err(DrainError::Stop(Stop::LeaseLost));
+                }
+                let msg = Outgoing::new(
+                    names::raw_subject(&self.account.name, self.feed),
+                    page_msg_id(&self.account.name, self.feed, &request),
+                    page.body.clone(),
+                )
+                .header(header::ACCOUNT, &self.account.name)
+                .header(header::FEED, self.feed)
+                .header(
+                    header::FETCHED_AT,
+                    fetched_at.format(&Rfc3339).unwrap_or_default(),
+                );
+                let published = tokio::select! {
+                    _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
+                    r = self.deps.bus.publish(msg) => r,
+                };
+                match published {
+                    Ok(ack) if ack.duplicate => {
+                        tracing::info!(
+                            seq = ack.sequence,
+                            "page was already published (replay after a restart); not duplicated"
+                        );
+                    }
+                    Ok(_) => {
+                        self.deps.metrics.pages.get_or_create(&self.labels).inc();
+                        self.deps
+                            .metrics
+                            .events
+                            .get_or_create(&self.labels)
+                            .inc_by(page.count as u64);
+                    }
+                    Err(e) => {
+                        return Err(self
+                            .failed(
+                                format!("publish to OP_RAW failed: {e}"),
+                                "publish",
+                                Recovery::Backoff,
+                            )
+                            .await)
+                    }
+                }
+                self.status.last_event_at = Some(fetched_at);
+                if let Some(t) = page.max_event_time {
+                    let lag = (fetched_at - t).as_seconds_f64().max(0.0);
+                    self.deps
+                        .metrics
+                        .lag_seconds
+                        .get_or_create(&self.labels)
+                        .set(lag);
+                }
+            }
+            // The page is acknowledged (or empty): now, and only now, advance the cursor.
+            let moved = state.cursor != page.cursor;
+            if moved {
+                let next = CursorState {
+                    cursor: page.cursor.clone(),
+                    start_time: None,
+                    updated_at: fetched_at,
+                    pages: state.pages + u64::from(page.count > 0),
+                    events: state.events + page.count as u64,
+                };
+                match self
+                    .deps
+                    .cursors
+                    .compare_and_set(&self.key, &next, revision)
+                    .await
+                {
+                    Ok(rev) => {
+                        revision = Some(rev);
+                        state = next;
+                    }
+                    Err(BusError::Conflict { .. }) => {
+                        tracing::warn!("cursor changed under us (another replica?); re-reading it");
+                        return Err(DrainError::Retry(Duration::from_millis(100)));
+                    }
+                    Err(e) => {
+                        return Err(self
+                            .failed(
+                                format!("cursor write failed: {e}"),
+                                "cursor_write",
+                                Recovery::Backoff,
+                            )
+                            .await)
+                    }
+                }
+            }
+            self.succeeded(fetched_at).await;
+            if !page.has_more {
+                return Ok(());
+            }
+            request = CursorRequest::Cursor {
+                cursor: page.cursor,
+            };
+        }
+    }
+
+    async fn fetch(
+        &self,
+        request: &CursorRequest,
+        token: &Secret,
+    ) -> Result<FetchedPage, ApiError> {
+        let result = self.account.api.fetch(self.feed, request, token).await;
+        let status = match &result {
+            Ok(_) => "200".to_owned(),
+            Err(ApiError::RateLimited { .. }) => "429".to_owned(),
+            Err(ApiError::TokenRejected { status, .. }) => status.to_string(),
+            Err(ApiError::BadRequest { .. }) => "400".to_owned(),
+            Err(ApiError::NotFound { .. }) => "404".to_owned(),
+            Err(ApiError::Server { status, .. }) | Err(ApiError::Unexpected { status, .. }) => {
+                status.to_string()
+            }
+            Err(e) => e.kind().to_owned(),
+        };
+        self.deps
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                account: self.labels.account.clone(),
+                feed: self.labels.feed.clone(),
+                status,
+            })
+            .inc();
+        result
+    }
+
+    /// The request to send: the stored cursor, or a reset from the stored start time. A feed
+    /// seen for the first time gets its start time fixed in `OP_CURSORS` before the first
+    /// request, so a restart re-sends the identical reset.
+    async fn load_cursor(
+        &mut self,
+    ) -> Result<(CursorRequest, Option<u64>, CursorState), DrainError> {
+        let current = match self.deps.cursors.get::<CursorState>(&self.key).await {
+            Ok(c) => c,
+            Err(e) => {
+                return Err(self
+                    .failed(
+                        format!("cursor read failed: {e}"),
+                        "cursor_read",
+                        Recovery::Backoff,
+                    )
+                    .await)
+            }
+        };
+        let limit = Some(self.account.config.page_size);
+        match current {
+            Some(v) if !v.value.cursor.is_empty() => Ok((
+                CursorRequest::Cursor {
+                    cursor: v.value.cursor.clone(),
+                },
+                Some(v.revision),
+                v.value,
+            )),
+            Some(v) => Ok((
+                CursorRequest::Reset {
+                    limit,
+                    start_time: v.value.start_time.clone(),
+                    end_time: None,
+                },
+                Some(v.revision),
+                v.value,
+            )),
+            None => {
+                let now = self.deps.clock.now();
+                let start = self
+                    .account
+                    .config
+                    .start_time()
+                    .unwrap_or(now - Duration::from_secs(3600));
+                let state = CursorState {
+                    cursor: String::new(),
+                    start_time: Some(start.format(&Rfc3339).unwrap_or_default()),
+                    updated_at: now,
+                    pages: 0,
+                    events: 0,
+                };
+                match self
+                    .deps
+                    .cursors
+                    .compare_and_set(&self.key, &state, None)
+                    .await
+                {
+                    Ok(rev) => Ok((
+                        CursorRequest::Reset {
+                            limit,
+                            start_time: state.start_time.clone(),
+                            end_time: None,
+                        },
+                        Some(rev),
+                        state,
+                    )),
+                    Err(BusError::Conflict { .. }) => {
+                        Err(DrainError::Retry(Duration::from_millis(100)))
+                    }
+                    Err(e) => Err(self
+                        .failed(
+                            format!("cursor write failed: {e}"),
+                            "cursor_write",
+                            Recovery::Backoff,
+                        )
+                        .await),
+                }
+            }
+        }
+    }
+
+    async fn failed(&mut self, error: String, kind: &str, recovery: Recovery) -> DrainError {
+        let wait = self.backoff.next(recovery);
+        let now = self.deps.clock.now();
+        self.status.last_poll_at = Some(now);
+        self.status.last_error = Some(error.clone());
+        self.status.consecutive_failures = self.backoff.failures();
+        self.deps
+            .metrics
+            .consecutive_failures
+            .get_or_create(&self.labels)
+            .set(i64::from(self.backoff.failures()));
+        self.deps
+            .metrics
+            .backoff_seconds
+            .get_or_create(&self.labels)
+            .set(wait.as_secs_f64());
+        tracing::warn!(error = %error, kind, retry_in = ?wait, failures = self.backoff.failures(), "poll failed");
+        self.write_status().await;
+        DrainError::Retry(wait)
+    }
+
+    async fn succeeded(&mut self, now: OffsetDateTime) {
+        if self.backoff.failures() > 0 {
+            tracing::info!(
+                after_failures = self.backoff.failures(),
+                "polling recovered"
+            );
+        }
+        self.backoff.reset();
+        self.status.last_poll_at = Some(now);
+        self.status.last_success_at = Some(now);
+        self.status.last_error = None;
+        self.status.consecutive_failures = 0;
+        self.deps
+            .metrics
+            .consecutive_failures
+            .get_or_create(&self.labels)
+            .set(0);
+        self.deps
+            .metrics
+            .backoff_seconds
+            .get_or_create(&self.labels)
+            .set(0.0);
+        self.write_status().await;
+    }
+
+    async fn write_status(&self) {
+        let key = names::fetch_status_key(&self.account.name, self.feed);
+        if let Err(e) = self.deps.status.put(&key, &self.status).await {
+            tracing::warn!(error = %e, "cannot record feed status");
+        }
+    }
+}
+
+enum DrainError {
+    Stop(Stop),
+    /// Wait this long, then start the poll over from the stored cursor.
+    Retry(Duration),
+}
