@@ -16,3 +16,11 @@ demo:
 # Format the code.
 fmt:
     cargo fmt --all
+
+# Every benchmark; each prints its own figures.
+bench: bench-fetcher
+
+# Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
+bench-fetcher:
+    cargo build --release --quiet -p oprelay-fetcher
+    cargo bench --quiet -p oprelay-fetcher --bench fetch

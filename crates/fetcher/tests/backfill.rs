@@ -25,22 +25,29 @@ async fn backfill_arrives_exactly_once_then_idles_politely() {
     let fetcher = Running::start(world.config(""), clock.clone());
 
     let total = 3 * PER_FEED as usize;
-    eventually(Duration::from_secs(120), "the whole backfill in OP_RAW", || async {
-        (world.raw_count().await >= total).then_some(())
-    })
+    eventually(
+        Duration::from_secs(120),
+        "the whole backfill in OP_RAW",
+        || async { (world.raw_count().await >= total).then_some(()) },
+    )
     .await;
     world.assert_exactly_once(&Feed::ALL, PER_FEED).await;
 
     // Caught up and asleep on the (frozen) clock. Wait until every feed has recorded its last
     // poll, then one poll interval (plus jitter) later each feed asks exactly once more.
-    let status = JsonKv::open(&world.bus, names::BUCKET_STATUS).await.unwrap();
+    let status = JsonKv::open(&world.bus, names::BUCKET_STATUS)
+        .await
+        .unwrap();
     let acme = AccountName::new("acme").unwrap();
     let polled_at = |at: time::OffsetDateTime| {
         let status = status.clone();
         let acme = acme.clone();
         async move {
             for feed in Feed::ALL {
-                let s = status.get::<FeedStatus>(&names::fetch_status_key(&acme, feed)).await.ok()??;
+                let s = status
+                    .get::<FeedStatus>(&names::fetch_status_key(&acme, feed))
+                    .await
+                    .ok()??;
                 if s.value.last_poll_at? < at || s.value.last_success_at != s.value.last_poll_at {
                     return None;
                 }
@@ -48,16 +55,29 @@ async fn backfill_arrives_exactly_once_then_idles_politely() {
             Some(())
         }
     };
-    eventually(Duration::from_secs(30), "every feed idle", || polled_at(clock.now())).await;
+    eventually(Duration::from_secs(30), "every feed idle", || {
+        polled_at(clock.now())
+    })
+    .await;
     let before = data_requests(&world.sim);
     clock.advance(Duration::from_millis(1_100));
-    eventually(Duration::from_secs(30), "one idle poll per feed", || polled_at(clock.now())).await;
-    assert_eq!(data_requests(&world.sim), before + 3, "exactly one request per feed per poll interval");
+    eventually(Duration::from_secs(30), "one idle poll per feed", || {
+        polled_at(clock.now())
+    })
+    .await;
+    assert_eq!(
+        data_requests(&world.sim),
+        before + 3,
+        "exactly one request per feed per poll interval"
+    );
 
     // The idle requests carried the stored cursor, not a reset.
     let last = world.sim.sim.requests();
     for r in &last[last.len() - 3..] {
-        assert!(r.body.as_deref().unwrap_or_default().contains("\"cursor\""), "{r:?}");
+        assert!(
+            r.body.as_deref().unwrap_or_default().contains("\"cursor\""),
+            "{r:?}"
+        );
         assert!(!r.body.as_deref().unwrap_or_default().contains("start_time"));
     }
     fetcher.stop().await;

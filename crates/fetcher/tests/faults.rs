@@ -16,9 +16,16 @@ const PER_FEED: u64 = 2_500;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storms_and_bursts_lose_nothing() {
-    let world = World::start(SimConfig { backfill: PER_FEED, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
     let sim = &world.sim.sim;
-    let status = |code: u16, retry_after: Option<u64>| FaultKind::Status { status: code, retry_after };
+    let status = |code: u16, retry_after: Option<u64>| FaultKind::Status {
+        status: code,
+        retry_after,
+    };
     sim.inject(Fault::new(status(429, None)).times(6));
     sim.inject(Fault::new(status(429, Some(1))).times(2));
     sim.inject(Fault::new(status(500, None)).times(3));
@@ -30,18 +37,27 @@ async fn storms_and_bursts_lose_nothing() {
     let faults = 24;
 
     let fetcher = Running::start(world.config("page_size = 250"), Clock::System);
-    eventually(Duration::from_secs(90), "the backfill through the faults", || async {
-        (world.raw_count().await >= 3 * PER_FEED as usize).then_some(())
-    })
+    eventually(
+        Duration::from_secs(90),
+        "the backfill through the faults",
+        || async { (world.raw_count().await >= 3 * PER_FEED as usize).then_some(()) },
+    )
     .await;
     assert_eq!(sim.pending_faults(), 0, "every injected fault was met");
     world.assert_exactly_once(&Feed::ALL, PER_FEED).await;
 
     let log = sim.requests();
     let failures = log.iter().filter(|r| r.status != 200).count();
-    assert!(failures >= 16, "the status faults were answered: {failures}");
+    assert!(
+        failures >= 16,
+        "the status faults were answered: {failures}"
+    );
     // 3 feeds × 10 pages + the retries of the faults + the first idle polls; nothing runaway.
-    assert!(data_requests(&world.sim) <= 3 * 10 + faults + 3 * 3, "{} requests", data_requests(&world.sim));
+    assert!(
+        data_requests(&world.sim) <= 3 * 10 + faults + 3 * 3,
+        "{} requests",
+        data_requests(&world.sim)
+    );
     // Within the per-account budget of 500 a minute, although the drain took seconds.
     assert!(data_requests(&world.sim) < 500);
 
@@ -54,14 +70,24 @@ async fn storms_and_bursts_lose_nothing() {
             .find(|r| r.feed == log[i].feed)
             .expect("the feed was retried");
         let waited = next.at - log[i].at;
-        assert!(waited >= time::Duration::seconds(1), "retried after {waited}, told 1 s");
+        assert!(
+            waited >= time::Duration::seconds(1),
+            "retried after {waited}, told 1 s"
+        );
     }
     fetcher.stop().await;
 
-    let kv = JsonKv::open(&world.bus, names::BUCKET_STATUS).await.unwrap();
+    let kv = JsonKv::open(&world.bus, names::BUCKET_STATUS)
+        .await
+        .unwrap();
     let acme = AccountName::new("acme").unwrap();
     for feed in Feed::ALL {
-        let s = kv.get::<FeedStatus>(&names::fetch_status_key(&acme, feed)).await.unwrap().expect("status").value;
+        let s = kv
+            .get::<FeedStatus>(&names::fetch_status_key(&acme, feed))
+            .await
+            .unwrap()
+            .expect("status")
+            .value;
         assert_eq!(s.consecutive_failures, 0, "{feed} recovered");
         assert!(s.last_error.is_none());
         assert!(s.last_success_at.is_some() && s.last_event_at.is_some());
@@ -70,35 +96,50 @@ async fn storms_and_bursts_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_token_is_reported_and_a_new_one_picked_up_from_the_file() {
-    let world = World::start(SimConfig { backfill: 500, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: 500,
+        ..SimConfig::default()
+    })
+    .await;
     let sim = &world.sim.sim;
     assert!(sim.revoke(&world.token));
     let fetcher = Running::start(world.config("feeds = [\"audit_events\"]"), Clock::System);
     let kv = JsonKv::open(&world.bus, names::BUCKET_STATUS).await;
     let kv = match kv {
         Ok(kv) => kv,
-        Err(_) => eventually(Duration::from_secs(20), "status bucket", || async {
-            JsonKv::open(&world.bus, names::BUCKET_STATUS).await.ok()
-        })
-        .await,
+        Err(_) => {
+            eventually(Duration::from_secs(20), "status bucket", || async {
+                JsonKv::open(&world.bus, names::BUCKET_STATUS).await.ok()
+            })
+            .await
+        }
     };
     let key = names::fetch_status_key(&AccountName::new("acme").unwrap(), Feed::AuditEvents);
-    let status = eventually(Duration::from_secs(30), "the rejection in OP_STATUS", || async {
-        let s = kv.get::<FeedStatus>(&key).await.ok()??.value;
-        (s.consecutive_failures >= 2).then_some(s)
-    })
+    let status = eventually(
+        Duration::from_secs(30),
+        "the rejection in OP_STATUS",
+        || async {
+            let s = kv.get::<FeedStatus>(&key).await.ok()??.value;
+            (s.consecutive_failures >= 2).then_some(s)
+        },
+    )
     .await;
     let error = status.last_error.expect("last_error");
     assert!(error.contains("token rejected (401)"), "{error}");
-    assert!(!error.contains(&world.token), "the token must not be in the status");
+    assert!(
+        !error.contains(&world.token),
+        "the token must not be in the status"
+    );
     assert_eq!(world.raw_count().await, 0);
 
     // An operator rotates the Secret: a fresh token in the same file.
     let fresh = sim.mint_token(&Default::default());
     std::fs::write(world.token_path(), &fresh).unwrap();
-    eventually(Duration::from_secs(30), "recovery with the new token", || async {
-        (world.raw_count().await >= 500).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "recovery with the new token",
+        || async { (world.raw_count().await >= 500).then_some(()) },
+    )
     .await;
     let s = kv.get::<FeedStatus>(&key).await.unwrap().unwrap().value;
     assert_eq!(s.consecutive_failures, 0);

@@ -41,7 +41,11 @@ fn per_owner(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_spread_and_fail_over() {
-    let world = World::start(SimConfig { backfill: PER_FEED, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
     let base = world.config("");
     let two_accounts = |replica: &str| {
         let text = format!(
@@ -102,22 +106,28 @@ page_size = 250
 
     // Both accounts share opsim's stream (same token), so each account's feeds hold the same
     // events; OP_RAW gets them once per account.
-    eventually(Duration::from_secs(60), "both accounts' backfills", || async {
-        (world.raw_count().await >= 6 * PER_FEED as usize).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "both accounts' backfills",
+        || async { (world.raw_count().await >= 6 * PER_FEED as usize).then_some(()) },
+    )
     .await;
 
     // kill -9 replica c: its leases stay until they expire, then a and b take them.
     c.crash();
-    eventually(Duration::from_secs(60), "c's feeds taken over by a and b", || {
-        let (leases, clock) = (leases.clone(), clock.clone());
-        async move {
-            clock.advance(Duration::from_secs(10));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let counts = per_owner(&owners(&leases, clock.now()).await);
-            (counts.get("a") == Some(&3) && counts.get("b") == Some(&3)).then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(60),
+        "c's feeds taken over by a and b",
+        || {
+            let (leases, clock) = (leases.clone(), clock.clone());
+            async move {
+                clock.advance(Duration::from_secs(10));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let counts = per_owner(&owners(&leases, clock.now()).await);
+                (counts.get("a") == Some(&3) && counts.get("b") == Some(&3)).then_some(())
+            }
+        },
+    )
     .await;
     a.stop().await;
     b.stop().await;

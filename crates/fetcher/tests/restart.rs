@@ -23,13 +23,19 @@ fn small_pages() -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
-    let world = World::start(SimConfig { backfill: PER_FEED, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
     let config = world.config(small_pages());
     // Provision, then play the fetcher's first step by hand and "crash" before the cursor
     // write: the first page is in OP_RAW, the cursor store holds only the fixed start time.
     world.bus.provision(&config.topology()).await.unwrap();
     let acme = AccountName::new("acme").unwrap();
-    let cursors = JsonKv::open(&world.bus, names::BUCKET_CURSORS).await.unwrap();
+    let cursors = JsonKv::open(&world.bus, names::BUCKET_CURSORS)
+        .await
+        .unwrap();
     let start = CursorState {
         cursor: String::new(),
         start_time: Some("2000-01-01T00:00:00Z".into()),
@@ -37,8 +43,15 @@ async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
         pages: 0,
         events: 0,
     };
-    cursors.compare_and_set(&names::feed_key(&acme, Feed::ItemUsages), &start, None).await.unwrap();
-    let request = CursorRequest::Reset { limit: Some(100), start_time: start.start_time.clone(), end_time: None };
+    cursors
+        .compare_and_set(&names::feed_key(&acme, Feed::ItemUsages), &start, None)
+        .await
+        .unwrap();
+    let request = CursorRequest::Reset {
+        limit: Some(100),
+        start_time: start.start_time.clone(),
+        end_time: None,
+    };
     let api = EventsApi::new(&world.sim.url(), ApiVersion::V2).unwrap();
     let token = oprelay_events::Secret::new(world.token.clone());
     let page = api.fetch(Feed::ItemUsages, &request, &token).await.unwrap();
@@ -54,53 +67,79 @@ async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
     assert!(!ack.duplicate);
 
     let fetcher = Running::start(config, Clock::System);
-    eventually(Duration::from_secs(60), "the backfill in OP_RAW", || async {
-        (world.raw_count().await >= PER_FEED as usize).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the backfill in OP_RAW",
+        || async { (world.raw_count().await >= PER_FEED as usize).then_some(()) },
+    )
     .await;
     fetcher.stop().await;
-    world.assert_exactly_once(&[Feed::ItemUsages], PER_FEED).await;
+    world
+        .assert_exactly_once(&[Feed::ItemUsages], PER_FEED)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_before_publish_loses_nothing() {
-    let world = World::start(SimConfig { backfill: PER_FEED, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
     // The request was made and its answer thrown away (crash before publish): nothing stored.
     let api = EventsApi::new(&world.sim.url(), ApiVersion::V2).unwrap();
     let token = oprelay_events::Secret::new(world.token.clone());
-    let request = CursorRequest::Reset { limit: Some(100), start_time: Some("2000-01-01T00:00:00Z".into()), end_time: None };
+    let request = CursorRequest::Reset {
+        limit: Some(100),
+        start_time: Some("2000-01-01T00:00:00Z".into()),
+        end_time: None,
+    };
     api.fetch(Feed::ItemUsages, &request, &token).await.unwrap();
 
     let fetcher = Running::start(world.config(small_pages()), Clock::System);
-    eventually(Duration::from_secs(60), "the backfill in OP_RAW", || async {
-        (world.raw_count().await >= PER_FEED as usize).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the backfill in OP_RAW",
+        || async { (world.raw_count().await >= PER_FEED as usize).then_some(()) },
+    )
     .await;
     fetcher.stop().await;
-    world.assert_exactly_once(&[Feed::ItemUsages], PER_FEED).await;
+    world
+        .assert_exactly_once(&[Feed::ItemUsages], PER_FEED)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_kill_9_mid_drain_neither_gaps_nor_duplicates() {
-    let world = World::start(SimConfig { backfill: PER_FEED, ..SimConfig::default() }).await;
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
     let config = world.config(small_pages());
     // Crash after increasing amounts of progress: some crashes land after a cursor write,
     // some between publish and cursor write, some mid-request.
     for target in [300usize, 700, 1_200, 1_800, 2_500] {
         let fetcher = Running::start(config.clone(), Clock::System);
-        eventually(Duration::from_secs(60), "progress before the crash", || async {
-            (world.raw_count().await >= target).then_some(())
-        })
+        eventually(
+            Duration::from_secs(60),
+            "progress before the crash",
+            || async { (world.raw_count().await >= target).then_some(()) },
+        )
         .await;
         fetcher.crash();
     }
     // The crashed replicas' leases have the same owner id (same config), so the restart
     // resumes at once.
     let fetcher = Running::start(config, Clock::System);
-    eventually(Duration::from_secs(60), "the rest of the backfill", || async {
-        (world.raw_count().await >= PER_FEED as usize).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the rest of the backfill",
+        || async { (world.raw_count().await >= PER_FEED as usize).then_some(()) },
+    )
     .await;
     fetcher.stop().await;
-    world.assert_exactly_once(&[Feed::ItemUsages], PER_FEED).await;
+    world
+        .assert_exactly_once(&[Feed::ItemUsages], PER_FEED)
+        .await;
 }

@@ -77,15 +77,24 @@ poll_interval = "1s"
         let Ok(mut stream) = self.bus.jetstream().get_stream(names::STREAM_RAW).await else {
             return out;
         };
-        let Ok(info) = stream.info().await else { return out };
+        let Ok(info) = stream.info().await else {
+            return out;
+        };
         let last = info.state.last_sequence;
         for seq in 1..=last {
-            let Ok(msg) = stream.get_raw_message(seq).await else { continue };
-            let feed = names::parse_feed_subject(&msg.subject, "raw").map(|(_, f)| f).expect("raw subject");
-            let page: Page<Box<RawValue>> = serde_json::from_slice(&msg.payload).expect("raw page is an envelope");
+            let Ok(msg) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let feed = names::parse_feed_subject(&msg.subject, "raw")
+                .map(|(_, f)| f)
+                .expect("raw subject");
+            let page: Page<Box<RawValue>> =
+                serde_json::from_slice(&msg.payload).expect("raw page is an envelope");
             for item in page.items {
                 let v: serde_json::Value = serde_json::from_str(item.get()).unwrap();
-                out.entry(feed).or_default().push(v["uuid"].as_str().unwrap().to_owned());
+                out.entry(feed)
+                    .or_default()
+                    .push(v["uuid"].as_str().unwrap().to_owned());
             }
         }
         out
@@ -98,7 +107,12 @@ poll_interval = "1s"
     /// What opsim will have served for `feed`: the first `n` uuids in order.
     pub fn expected(&self, feed: Feed, n: u64) -> Vec<String> {
         (0..n)
-            .map(|i| self.sim.sim.event(feed, i)["uuid"].as_str().unwrap().to_owned())
+            .map(|i| {
+                self.sim.sim.event(feed, i)["uuid"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -108,7 +122,13 @@ poll_interval = "1s"
         for feed in feeds {
             let have = got.get(feed).cloned().unwrap_or_default();
             let want = self.expected(*feed, n);
-            assert_eq!(have.len(), want.len(), "{feed}: {} events in OP_RAW, expected {}", have.len(), want.len());
+            assert_eq!(
+                have.len(),
+                want.len(),
+                "{feed}: {} events in OP_RAW, expected {}",
+                have.len(),
+                want.len()
+            );
             assert!(have == want, "{feed}: events out of order or duplicated");
         }
     }
@@ -131,7 +151,14 @@ pub struct Running {
 
 impl Running {
     pub fn start(config: Config, clock: Clock) -> Running {
-        Running::start_with(config, Options { clock, backoff: fast_backoff(), lease_interval: None })
+        Running::start_with(
+            config,
+            Options {
+                clock,
+                backoff: fast_backoff(),
+                lease_interval: None,
+            },
+        )
     }
 
     pub fn start_with(config: Config, options: Options) -> Running {
@@ -158,6 +185,9 @@ impl Running {
 
 /// Waits for opsim's request log to have `n` data requests.
 pub fn data_requests(sim: &RunningSim) -> usize {
-    sim.sim.requests().iter().filter(|r| r.feed.is_some()).count()
+    sim.sim
+        .requests()
+        .iter()
+        .filter(|r| r.feed.is_some())
+        .count()
 }
-

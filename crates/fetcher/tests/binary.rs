@@ -1,0 +1,154 @@
+//! The real `oprelay-fetcher` binary: its logs never contain the token, whatever happens, and
+//! it exits 0 promptly on SIGTERM.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::World;
+use oprelay_testkit::opsim::SimConfig;
+use oprelay_testkit::{binary, eventually};
+
+/// Starts the fetcher with its stderr drained by a thread (a full pipe would stall it).
+fn spawn_capturing(mut cmd: Command) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the fetcher starts");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut logs = String::new();
+        let _ = stderr.read_to_string(&mut logs);
+        logs
+    });
+    (child, reader)
+}
+
+/// SIGTERM, then the exit status within 10 s.
+async fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit within 10 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_never_contain_the_token_and_sigterm_exits_cleanly() {
+    let world = World::start(SimConfig {
+        backfill: 300,
+        ..SimConfig::default()
+    })
+    .await;
+    let sim = &world.sim.sim;
+    assert!(
+        sim.revoke(&world.token),
+        "start with a rejected token: the error paths log most"
+    );
+    let config_path = world.dir.path().join("oprelay.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"debug\"\n\
+             [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
+             start_time = \"2000-01-01T00:00:00Z\"\npoll_interval = \"1s\"\n",
+            world.nats.url(),
+            world.sim.url(),
+            world.token_path().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(binary("oprelay-fetcher"));
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "debug");
+    let (mut child, logs) = spawn_capturing(cmd);
+
+    eventually(
+        Duration::from_secs(30),
+        "a rejected request at opsim",
+        || async {
+            sim.requests()
+                .iter()
+                .any(|r| r.status == 401 && r.feed.is_some())
+                .then_some(())
+        },
+    )
+    .await;
+    // SIGTERM while the feeds sit in their slow retry after the rejection.
+    let status = terminate(&mut child).await;
+    assert!(status.success(), "exit status {status}");
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("token rejected (401)"),
+        "the rejection is logged:\n{logs}"
+    );
+    assert!(logs.contains("fetcher stopped"));
+    assert!(
+        !logs.contains(&world.token),
+        "the token leaked into the logs"
+    );
+    let signature = world.token.rsplit('.').next().unwrap();
+    assert!(
+        !logs.contains(signature),
+        "part of the token leaked into the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_run_logs_no_token_either() {
+    let world = World::start(SimConfig {
+        backfill: 2_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let config_path = world.dir.path().join("oprelay.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+             [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
+             start_time = \"2000-01-01T00:00:00Z\"\npage_size = 100\n",
+            world.nats.url(),
+            world.sim.url(),
+            world.token_path().display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(binary("oprelay-fetcher"));
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "trace");
+    let (mut child, logs) = spawn_capturing(cmd);
+    eventually(
+        Duration::from_secs(60),
+        "the backfill in OP_RAW",
+        || async { (world.raw_count().await >= 6_000).then_some(()) },
+    )
+    .await;
+    assert!(terminate(&mut child).await.success());
+    let logs = logs.join().unwrap();
+    assert!(logs.contains("lease claimed"), "trace logs were captured");
+    assert!(
+        !logs.contains(&world.token),
+        "the token leaked into trace logs"
+    );
+    world
+        .assert_exactly_once(&oprelay_events::Feed::ALL, 2_000)
+        .await;
+}
