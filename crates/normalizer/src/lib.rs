@@ -1,0 +1,12 @@
+//! The normalizer: raw 1Password pages in, Panther-normalized and enriched records out.
+//!
+//! [`normalize`] is the single implementation of the record format, used by the service here
+//! and by `oprelay normalize`; [`lookup`] is the in-memory UUID index; [`lookup_files`] reads the
+//! lookup files operators import.
+
+pub mod lookup;
+pub mod lookup_files;
+pub mod normalize;
+mod service;
+
+pub use service::{run, run_with, NormalizerError, Options, DEFAULT_LISTEN, SERVICE};

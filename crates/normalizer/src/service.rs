@@ -1,0 +1,385 @@
+//! The normalizer service: `OP_RAW` → `OP_EVENTS`, with dead letters and live lookups.
+//!
+//! Per raw page: normalize, publish the batch as `events:{raw id}` and wait for the ack,
+//! publish each rejected record (or the whole page) to `op.dlq.normalize.{account}.{feed}`,
+//! then ack the raw message. A crash before the ack redelivers the page; its batch has the
+//! same dedup id, so `OP_EVENTS` gets it once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use oprelay_bus::async_nats::jetstream;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use oprelay_bus::{header_value, Bus, BusError, JsonKv, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{AccountName, Feed, LookupKind, LookupRow, LookupSource};
+use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
+
+use crate::lookup::LookupIndex;
+use crate::normalize::{normalize_page, NormalizedPage, Source};
+
+pub const SERVICE: &str = "normalizer";
+pub const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9462);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizerError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    account: String,
+    feed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SelectorLabels {
+    selector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone)]
+struct NormalizerMetrics {
+    records: Family<FeedLabels, Counter>,
+    matches: Family<SelectorLabels, Counter>,
+    dead_letters: Family<ReasonLabels, Counter>,
+    latency: Histogram,
+}
+
+impl NormalizerMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let m = NormalizerMetrics {
+            records: Family::default(),
+            matches: Family::default(),
+            dead_letters: Family::default(),
+            latency: Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+            ]),
+        };
+        metrics.register(
+            "normalizer_records",
+            "Records normalized and published",
+            m.records.clone(),
+        );
+        metrics.register(
+            "normalizer_enrichment_matches",
+            "Lookup matches by selector",
+            m.matches.clone(),
+        );
+        metrics.register(
+            "normalizer_dead_letters",
+            "Records or pages sent to OP_DLQ by reason",
+            m.dead_letters.clone(),
+        );
+        metrics.register(
+            "normalizer_page_seconds",
+            "Time to normalize and publish one raw page",
+            m.latency.clone(),
+        );
+        m
+    }
+}
+
+#[derive(Clone, Default)]
+pub struct Options {
+    pub clock: Clock,
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), NormalizerError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), NormalizerError> {
+    let metrics = Metrics::new();
+    let m = NormalizerMetrics::register(&metrics);
+    let Some(started) =
+        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let bus = started.bus;
+    let lookups = JsonKv::open(&bus, names::BUCKET_LOOKUPS).await?;
+    let index = Arc::new(Mutex::new(LookupIndex::new()));
+    let watcher = follow_lookups(lookups.clone(), index.clone(), shutdown.clone()).await?;
+    let sources: HashMap<String, Source> = config
+        .accounts
+        .iter()
+        .map(|a| {
+            (
+                a.name.to_string(),
+                Source::for_account(a.name.as_str(), a.source_id.as_deref(), Some(a.label())),
+            )
+        })
+        .collect();
+
+    let consumer = oprelay_bus::ensure_pull_consumer(
+        bus.jetstream(),
+        names::STREAM_RAW,
+        names::CONSUMER_NORMALIZER,
+        None,
+    )
+    .await?;
+    let consume_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Consume {
+        stream: names::STREAM_RAW.into(),
+        consumer: names::CONSUMER_NORMALIZER.into(),
+        source: e,
+    };
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| consume_err(Box::new(e)))?;
+    tracing::info!(
+        lookups = index.lock().map(|i| i.len()).unwrap_or(0),
+        "normalizer consuming OP_RAW"
+    );
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        let msg = match next {
+            Some(Ok(msg)) => msg,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "pull from OP_RAW failed; continuing");
+                continue;
+            }
+            None => break,
+        };
+        let started_at = Instant::now();
+        match handle(&bus, &lookups, &index, &sources, &m, &options.clock, &msg).await {
+            Ok(()) => {
+                if let Err(e) = msg.ack().await {
+                    tracing::warn!(error = %e, "ack of a raw page failed; it will be redelivered and de-duplicated");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "page not processed; it will be retried");
+                let _ = msg
+                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
+            }
+        }
+        m.latency.observe(started_at.elapsed().as_secs_f64());
+    }
+    watcher.abort();
+    tracing::info!("normalizer stopped");
+    Ok(())
+}
+
+/// Loads every lookup row, then keeps the index current as imports and learned users arrive.
+async fn follow_lookups(
+    kv: JsonKv,
+    index: Arc<Mutex<LookupIndex>>,
+    shutdown: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, BusError> {
+    let kv_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Kv {
+        op: "watch",
+        bucket: names::BUCKET_LOOKUPS.into(),
+        key: ">".into(),
+        source: e,
+    };
+    let status = kv.store().status().await.map_err(|e| kv_err(Box::new(e)))?;
+    let pending = status.info.state.messages;
+    let mut watch = kv
+        .store()
+        .watch_with_history(">")
+        .await
+        .map_err(|e| kv_err(Box::new(e)))?;
+    let apply = |index: &Mutex<LookupIndex>,
+                 entry: &oprelay_bus::async_nats::jetstream::kv::Entry| {
+        let Ok(mut idx) = index.lock() else { return };
+        match entry.operation {
+            oprelay_bus::async_nats::jetstream::kv::Operation::Put => {
+                match serde_json::from_slice::<LookupRow>(&entry.value) {
+                    Ok(row) => {
+                        idx.upsert(row);
+                    }
+                    Err(e) => {
+                        tracing::warn!(key = %entry.key, error = %e, "ignoring a lookup row that is not valid")
+                    }
+                }
+            }
+            _ => {
+                if let Some((kind, uuid)) = entry.key.split_once('.') {
+                    if let Some(kind) = LookupKind::ALL.iter().find(|k| k.as_str() == kind) {
+                        idx.remove(*kind, uuid);
+                    }
+                }
+            }
+        }
+    };
+    // The initial snapshot first, so the first page is enriched with everything imported.
+    if pending > 0 {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| kv_err(Box::new(e)))?;
+            apply(&index, &entry);
+            if entry.delta == 0 {
+                break;
+            }
+        }
+    }
+    Ok(tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = watch.next() => n,
+            };
+            match next {
+                Some(Ok(entry)) => apply(&index, &entry),
+                Some(Err(e)) => tracing::warn!(error = %e, "lookup watch error"),
+                None => break,
+            }
+        }
+    }))
+}
+
+async fn handle(
+    bus: &Bus,
+    lookups: &JsonKv,
+    index: &Mutex<LookupIndex>,
+    sources: &HashMap<String, Source>,
+    m: &NormalizerMetrics,
+    clock: &Clock,
+    msg: &jetstream::Message,
+) -> Result<(), BusError> {
+    let Some((account, feed)) = names::parse_feed_subject(&msg.subject, "raw") else {
+        tracing::error!(subject = %msg.subject, "raw page on an unexpected subject; skipped");
+        return Ok(());
+    };
+    let Ok(account) = AccountName::new(account) else {
+        tracing::error!(subject = %msg.subject, "raw page for an invalid account name; skipped");
+        return Ok(());
+    };
+    let raw_id = header_value(msg.headers.as_ref(), header::MSG_ID)
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            msg.info()
+                .map(|i| format!("seq-{}", i.stream_sequence))
+                .unwrap_or_default()
+        });
+    let span = tracing::info_span!("normalize page", %account, %feed, raw_id = %raw_id);
+    let _ = span.set_parent(oprelay_bus::trace::extract(msg.headers.as_ref()));
+    async {
+        let derived;
+        let source = match sources.get(account.as_str()) {
+            Some(s) => s,
+            None => {
+                derived = Source::for_account(account.as_str(), None, None);
+                &derived
+            }
+        };
+        let page = {
+            let mut idx = index.lock().unwrap_or_else(|p| p.into_inner());
+            normalize_page(&msg.payload, feed, source, &mut idx, clock.now())
+        };
+        publish(bus, &account, feed, &raw_id, &page).await?;
+        let labels = FeedLabels {
+            account: account.to_string(),
+            feed: feed.to_string(),
+        };
+        m.records.get_or_create(&labels).inc_by(page.count as u64);
+        for (selector, n) in &page.matches {
+            m.matches
+                .get_or_create(&SelectorLabels {
+                    selector: (*selector).to_owned(),
+                })
+                .inc_by(*n as u64);
+        }
+        for r in &page.rejects {
+            m.dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: r.reason.label().to_owned(),
+                })
+                .inc();
+        }
+        learn(lookups, &page.learned).await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn publish(
+    bus: &Bus,
+    account: &AccountName,
+    feed: Feed,
+    raw_id: &str,
+    page: &NormalizedPage,
+) -> Result<(), BusError> {
+    if page.count > 0 {
+        let mut out = Outgoing::new(
+            names::events_subject(account, feed),
+            format!("events:{raw_id}"),
+            page.ndjson.clone(),
+        )
+        .header(header::ACCOUNT, account)
+        .header(header::FEED, feed)
+        .header(header::COUNT, page.count);
+        if let Some(t) = page.max_event_time.and_then(|t| t.format(&Rfc3339).ok()) {
+            out = out.header(header::MAX_EVENT_TIME, t);
+        }
+        bus.publish(out).await?;
+    }
+    for (i, reject) in page.rejects.iter().enumerate() {
+        let reason = reject.reason.to_string();
+        tracing::warn!(%reason, "dead letter");
+        // Header values are one line; the reason is short and has no line breaks.
+        let out = Outgoing::new(
+            names::dlq_subject("normalize", account, feed),
+            format!("dlq:normalize:{raw_id}:{i}"),
+            reject.body.clone(),
+        )
+        .header(header::STAGE, "normalize")
+        .header(header::ERROR, reason.replace(['\r', '\n'], " "))
+        .header(header::ACCOUNT, account)
+        .header(header::FEED, feed);
+        bus.publish(out).await?;
+    }
+    Ok(())
+}
+
+/// Persists users the stream revealed, never over an imported row.
+async fn learn(lookups: &JsonKv, rows: &[LookupRow]) {
+    for row in rows {
+        let key = row.key();
+        let result = async {
+            let current = lookups.get::<LookupRow>(&key).await?;
+            if current
+                .as_ref()
+                .is_some_and(|c| c.value.source == LookupSource::Imported || c.value == *row)
+            {
+                return Ok(());
+            }
+            lookups
+                .compare_and_set(&key, row, current.map(|c| c.revision))
+                .await
+                .map(|_| ())
+        }
+        .await;
+        match result {
+            Ok(()) | Err(BusError::Conflict { .. }) => {}
+            Err(e) => tracing::warn!(%key, error = %e, "could not record an observed user"),
+        }
+    }
+}
