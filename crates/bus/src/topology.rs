@@ -24,6 +24,9 @@ pub struct Topology {
     /// How long JetStream remembers a `Nats-Msg-Id`. A page re-fetched after a crash is
     /// dropped as a duplicate if it arrives within this window; it must outlast a restart.
     pub duplicate_window: Duration,
+    /// How long a consumer's message may stay unacknowledged before JetStream redelivers it,
+    /// e.g. after the service processing it was killed.
+    pub ack_wait: Duration,
 }
 
 impl Default for Topology {
@@ -36,6 +39,7 @@ impl Default for Topology {
             dlq_max_age: Duration::from_secs(30 * DAY),
             alarms_max_age: Duration::from_secs(90 * DAY),
             duplicate_window: Duration::from_secs(3600),
+            ack_wait: Duration::from_secs(60),
         }
     }
 }
@@ -136,7 +140,14 @@ pub async fn provision(js: &jetstream::Context, topology: &Topology) -> Result<(
                 .map_err(|_| provision_error(format!("KV bucket {name}"))(Box::new(create_err)))?;
         }
     }
-    ensure_pull_consumer(js, names::STREAM_RAW, names::CONSUMER_NORMALIZER, None).await?;
+    ensure_pull_consumer(
+        js,
+        names::STREAM_RAW,
+        names::CONSUMER_NORMALIZER,
+        None,
+        topology.ack_wait,
+    )
+    .await?;
     Ok(())
 }
 
@@ -175,6 +186,7 @@ pub async fn ensure_pull_consumer(
     stream: &str,
     durable: &str,
     filter_subject: Option<&str>,
+    ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, BusError> {
     let what = || format!("consumer {durable} on stream {stream}");
     let stream_handle = js
@@ -185,7 +197,7 @@ pub async fn ensure_pull_consumer(
         durable_name: Some(durable.to_owned()),
         description: Some(format!("oprelay {durable}")),
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(60),
+        ack_wait,
         max_deliver: -1,
         max_ack_pending: 1_000,
         filter_subject: filter_subject.unwrap_or_default().to_owned(),

@@ -138,6 +138,7 @@ pub async fn run_with(
         names::STREAM_RAW,
         names::CONSUMER_NORMALIZER,
         None,
+        config.topology().ack_wait,
     )
     .await?;
     let consume_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Consume {

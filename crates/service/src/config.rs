@@ -85,6 +85,8 @@ pub struct NatsConfig {
     pub dlq_max_age: HumanDuration,
     /// How long JetStream remembers message ids for de-duplication.
     pub duplicate_window: HumanDuration,
+    /// How long a message may stay unacknowledged before it is redelivered (after a crash).
+    pub ack_wait: HumanDuration,
 }
 
 impl Default for NatsConfig {
@@ -104,6 +106,7 @@ impl Default for NatsConfig {
             events_max_age: HumanDuration(t.events_max_age),
             dlq_max_age: HumanDuration(t.dlq_max_age),
             duplicate_window: HumanDuration(t.duplicate_window),
+            ack_wait: HumanDuration(t.ack_wait),
         }
     }
 }
@@ -716,6 +719,12 @@ impl Config {
                 "tls_cert and tls_key go together",
             ));
         }
+        check_range(
+            "nats.ack_wait",
+            n.ack_wait,
+            HumanDuration::secs(1),
+            HumanDuration::secs(3600),
+        )?;
         if n.duplicate_window.0 < std::time::Duration::from_secs(600) {
             return Err(ConfigError::new(
                 "nats.duplicate_window",
@@ -756,6 +765,7 @@ impl Config {
             events_max_age: n.events_max_age.0,
             dlq_max_age: n.dlq_max_age.0,
             duplicate_window: n.duplicate_window.0,
+            ack_wait: n.ack_wait.0,
             ..Topology::default()
         }
     }
