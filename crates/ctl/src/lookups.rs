@@ -1,0 +1,135 @@
+//! `oprelay lookups …`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures::StreamExt;
+
+use oprelay_bus::{Bus, JsonKv};
+use oprelay_events::{names, LookupKind, LookupRow};
+use oprelay_normalizer::lookup_files::{self, ParsedFile};
+
+/// Parses every file first: one bad file stops the import before anything is written.
+pub fn parse_files(
+    files: &[PathBuf],
+    kind: Option<LookupKind>,
+) -> anyhow::Result<Vec<(PathBuf, ParsedFile)>> {
+    let mut out = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let parsed = lookup_files::parse(&text, kind)
+            .with_context(|| format!("{}: nothing imported", path.display()))?;
+        out.push((path.clone(), parsed));
+    }
+    Ok(out)
+}
+
+fn summary(counts: &std::collections::BTreeMap<LookupKind, usize>) -> String {
+    counts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}{}", if *n == 1 { "" } else { "s" }))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Writes the rows (imported rows replace observed ones); `None` is a dry run.
+pub async fn import(bus: Option<&Bus>, files: &[(PathBuf, ParsedFile)]) -> anyhow::Result<()> {
+    let kv = match bus {
+        Some(bus) => Some(JsonKv::open(bus, names::BUCKET_LOOKUPS).await?),
+        None => None,
+    };
+    let mut total = std::collections::BTreeMap::new();
+    for (path, parsed) in files {
+        let counts = parsed.counts();
+        println!(
+            "{}: {} — {}",
+            path.display(),
+            parsed.format,
+            summary(&counts)
+        );
+        for (k, n) in counts {
+            *total.entry(k).or_insert(0) += n;
+        }
+        if let Some(kv) = &kv {
+            for row in &parsed.rows {
+                kv.put(&row.key(), row)
+                    .await
+                    .with_context(|| format!("writing {}", row.key()))?;
+            }
+        }
+    }
+    let verb = if kv.is_some() {
+        "imported"
+    } else {
+        "valid (dry run, nothing written)"
+    };
+    println!("{verb}: {}", summary(&total));
+    Ok(())
+}
+
+async fn all_rows(bus: &Bus) -> anyhow::Result<Vec<LookupRow>> {
+    let kv = JsonKv::open(bus, names::BUCKET_LOOKUPS).await?;
+    let mut keys = kv.store().keys().await.context("listing OP_LOOKUPS")?;
+    let mut names_ = Vec::new();
+    while let Some(k) = keys.next().await {
+        names_.push(k.context("listing OP_LOOKUPS")?);
+    }
+    let mut rows = Vec::with_capacity(names_.len());
+    for k in names_ {
+        if let Some(v) = kv.get::<LookupRow>(&k).await? {
+            rows.push(v.value);
+        }
+    }
+    rows.sort_by(|a, b| (a.kind, &a.title).cmp(&(b.kind, &b.title)));
+    Ok(rows)
+}
+
+fn print_rows(rows: &[LookupRow]) {
+    println!(
+        "{:<6} {:<28} {:<9} {:<40} EMAIL",
+        "KIND", "UUID", "SOURCE", "TITLE"
+    );
+    for r in rows {
+        let source = serde_json::to_value(r.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        println!(
+            "{:<6} {:<28} {:<9} {:<40} {}",
+            r.kind,
+            r.uuid,
+            source,
+            r.title,
+            r.email.as_deref().unwrap_or("-")
+        );
+    }
+}
+
+pub async fn list(bus: &Bus, kind: Option<LookupKind>) -> anyhow::Result<()> {
+    let rows: Vec<LookupRow> = all_rows(bus)
+        .await?
+        .into_iter()
+        .filter(|r| kind.is_none_or(|k| r.kind == k))
+        .collect();
+    print_rows(&rows);
+    println!("{} row(s)", rows.len());
+    Ok(())
+}
+
+pub async fn get(bus: &Bus, uuid: &str) -> anyhow::Result<ExitCode> {
+    let kv = JsonKv::open(bus, names::BUCKET_LOOKUPS).await?;
+    let mut rows = Vec::new();
+    for kind in LookupKind::ALL {
+        if let Some(v) = kv.get::<LookupRow>(&format!("{kind}.{uuid}")).await? {
+            rows.push(v.value);
+        }
+    }
+    if rows.is_empty() {
+        eprintln!("no lookup row for {uuid}");
+        return Ok(ExitCode::from(1));
+    }
+    print_rows(&rows);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,231 @@
+//! The `oprelay` binary against a real nats-server: lookups import (every format, all or
+//! nothing), list, get; dead letters list, show, replay.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{LookupRow, LookupSource};
+use oprelay_testkit::{binary, NatsServer};
+
+fn oprelay(nats: &NatsServer, args: &[&str]) -> Output {
+    Command::new(binary("oprelay"))
+        .args(args)
+        .env("OPRELAY_NATS__URL", nats.url())
+        .env_remove("OPRELAY_CONFIG")
+        .output()
+        .expect("oprelay runs")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, content).unwrap();
+    p.display().to_string()
+}
+
+async fn bus(nats: &NatsServer) -> Bus {
+    Bus::connect(&NatsSettings {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn lookups_import_every_format_all_or_nothing() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let items = write(
+        dir.path(),
+        "items.json",
+        r#"[{"id":"item1","title":"AWS root","vault":{"id":"vault1","name":"Prod"},"updated_at":"2026-01-01T00:00:00Z"}]"#,
+    );
+    let users = write(
+        dir.path(),
+        "users.json",
+        r#"[{"id":"USER1","name":"Ada Lovelace","email":"ada@example.com","type":"MEMBER","state":"ACTIVE"}]"#,
+    );
+    let vaults = write(
+        dir.path(),
+        "vaults.json",
+        r#"[{"id":"vault2","name":"Finance","content_version":4}]"#,
+    );
+    let groups = write(
+        dir.path(),
+        "groups.json",
+        r#"[{"id":"group1","name":"Owners","description":"","state":"ACTIVE"}]"#,
+    );
+    let csv = write(
+        dir.path(),
+        "items.csv",
+        "uuid,title,updatedAt\nitem2,GitHub,2022-02-14 17:44:50\n",
+    );
+    let jsonl = write(
+        dir.path(),
+        "items.jsonl",
+        "{\"uuid\":\"item3\",\"title\":\"VPN\"}\n",
+    );
+    let out = oprelay(
+        &nats,
+        &[
+            "lookups", "import", &items, &users, &vaults, &groups, &csv, &jsonl,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let report = text(&out);
+    assert!(
+        report.contains("op item list JSON — 1 item, 1 vault"),
+        "{report}"
+    );
+    assert!(
+        report.contains("imported: 3 items, 2 vaults, 1 user, 1 group"),
+        "{report}"
+    );
+
+    let kv = JsonKv::open(&bus(&nats).await, names::BUCKET_LOOKUPS)
+        .await
+        .unwrap();
+    let ada = kv
+        .get::<LookupRow>("user.USER1")
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert_eq!(
+        (ada.title.as_str(), ada.email.as_deref(), ada.source),
+        (
+            "Ada Lovelace",
+            Some("ada@example.com"),
+            LookupSource::Imported
+        )
+    );
+    assert_eq!(
+        kv.get::<LookupRow>("vault.vault1")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .title,
+        "Prod"
+    );
+    assert_eq!(
+        kv.get::<LookupRow>("item.item2")
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .updated_at
+            .as_deref(),
+        Some("2022-02-14 17:44:50")
+    );
+
+    // A bad second file: nothing from either file is written.
+    let fresh = write(
+        dir.path(),
+        "fresh.jsonl",
+        "{\"uuid\":\"item9\",\"title\":\"New\"}\n",
+    );
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        r#"[{"id":"x","title":"ok"},{"id":"y"}]"#,
+    );
+    let out = oprelay(&nats, &["lookups", "import", &fresh, &bad]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("bad.json: nothing imported: element 1: `title` is missing"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        kv.get::<LookupRow>("item.item9").await.unwrap().is_none(),
+        "the good file was not written either"
+    );
+
+    let out = oprelay(&nats, &["lookups", "get", "USER1"]);
+    assert!(
+        out.status.success() && text(&out).contains("Ada Lovelace"),
+        "{}",
+        text(&out)
+    );
+    let out = oprelay(&nats, &["lookups", "get", "NOPE"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = oprelay(&nats, &["lookups", "list", "--kind", "item"]);
+    assert!(
+        text(&out).contains("3 row(s)") && text(&out).contains("GitHub"),
+        "{}",
+        text(&out)
+    );
+    let out = oprelay(&nats, &["lookups", "import", "--dry-run", &fresh]);
+    assert!(text(&out).contains("dry run"));
+    assert!(kv.get::<LookupRow>("item.item9").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn dead_letters_list_show_replay() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    bus.provision(&Default::default()).await.unwrap();
+    let dlq = |body: &str, id: &str| {
+        Outgoing::new("op.dlq.normalize.acme.audit_events", id, body.to_owned())
+            .header(header::STAGE, "normalize")
+            .header(
+                header::ERROR,
+                "timestamp `yesterday` is not an RFC 3339 time",
+            )
+            .header(header::ACCOUNT, "acme")
+            .header(header::FEED, "audit_events")
+    };
+    bus.publish(dlq(r#"{"uuid":"A1","timestamp":"yesterday"}"#, "d1"))
+        .await
+        .unwrap();
+    bus.publish(dlq(r#"{"cursor":"c","has_more":false,"items":[]}"#, "d2"))
+        .await
+        .unwrap();
+
+    let out = oprelay(&nats, &["dlq", "list"]);
+    assert!(
+        text(&out).contains("2 dead letter(s)") && text(&out).contains("yesterday"),
+        "{}",
+        text(&out)
+    );
+    let out = oprelay(&nats, &["dlq", "show", "1"]);
+    assert!(
+        text(&out).contains("Oprelay-Error: timestamp `yesterday`")
+            && text(&out).contains("\"uuid\":\"A1\""),
+        "{}",
+        text(&out)
+    );
+
+    let out = oprelay(&nats, &["dlq", "replay", "--all"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("2 dead letter(s) replayed"));
+    let mut raw = bus.jetstream().get_stream(names::STREAM_RAW).await.unwrap();
+    assert_eq!(raw.info().await.unwrap().state.messages, 2);
+    let record = raw.get_raw_message(1).await.unwrap();
+    assert_eq!(record.subject.as_str(), "op.raw.acme.audit_events");
+    let page: serde_json::Value = serde_json::from_slice(&record.payload).unwrap();
+    assert_eq!(
+        page["items"][0]["uuid"], "A1",
+        "a record is replayed as a one-item page"
+    );
+    let as_page: serde_json::Value =
+        serde_json::from_slice(&raw.get_raw_message(2).await.unwrap().payload).unwrap();
+    assert_eq!(as_page["cursor"], "c", "a page is replayed as it was");
+    let out = oprelay(&nats, &["dlq", "list"]);
+    assert!(
+        text(&out).contains("0 dead letter(s)"),
+        "replayed letters leave the DLQ: {}",
+        text(&out)
+    );
+}
