@@ -18,9 +18,18 @@ fmt:
     cargo fmt --all
 
 # Every benchmark; each prints its own figures.
-bench: bench-fetcher
+bench: bench-fetcher bench-normalizer
 
 # Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
 bench-fetcher:
     cargo build --release --quiet -p oprelay-fetcher
     cargo bench --quiet -p oprelay-fetcher --bench fetch
+
+# Normalizer hot path against the serde_json floor, and the 100 000-row lookup index's memory.
+bench-normalizer:
+    cargo bench --quiet -p oprelay-normalizer --bench normalize
+
+# Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
+fuzz seconds="60":
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+    cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run normalize_page -- -max_total_time={{seconds}}
