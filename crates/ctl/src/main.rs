@@ -133,6 +133,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let cfg = load_config(&cli)?;
     match cli.command {
         Command::Config(ConfigCommand::Check) => {
+            cfg.check_account_tokens()?;
             println!(
                 "config OK: {} account(s), {} sink(s), NATS at {}",
                 cfg.accounts.len(),

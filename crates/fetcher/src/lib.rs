@@ -43,8 +43,8 @@ pub enum FetcherError {
     Start(#[from] StartError),
     #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("account {account}: {problem}")]
-    Account { account: String, problem: String },
+    #[error(transparent)]
+    Config(#[from] oprelay_service::ConfigError),
 }
 
 /// What tests and embedders may change; `run` uses the defaults.

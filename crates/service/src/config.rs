@@ -483,13 +483,14 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Parses a TOML string the way [`load`] parses a file (no environment), for `config check`
-/// and tests of rendered manifests.
+/// Parses a TOML string the way [`load`] parses a file (no environment), and checks the
+/// account tokens as the fetcher would: for tests and rendered manifests.
 pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
     let config: Config = Figment::from(Toml::string(text))
         .extract()
         .map_err(figment_error)?;
     config.validate()?;
+    config.check_account_tokens()?;
     Ok(config)
 }
 
@@ -587,22 +588,11 @@ impl Config {
                     format!("`{}` is used by two accounts", a.name),
                 ));
             }
-            match SecretSource::from_keys(&key("token"), &a.token_file, &a.token_env)? {
-                None => {
-                    return Err(ConfigError::new(
-                        key("token_file"),
-                        "missing: set token_file (a mounted Secret) or token_env",
-                    ))
-                }
-                Some(SecretSource::File(p)) => check_file(&key("token_file"), &p)?,
-                Some(SecretSource::Env(e)) => {
-                    if std::env::var_os(&e).is_none() {
-                        return Err(ConfigError::new(
-                            key("token_env"),
-                            format!("environment variable {e} is not set"),
-                        ));
-                    }
-                }
+            if SecretSource::from_keys(&key("token"), &a.token_file, &a.token_env)?.is_none() {
+                return Err(ConfigError::new(
+                    key("token_file"),
+                    "missing: set token_file (a mounted Secret) or token_env",
+                ));
             }
             if let Some(url) = &a.base_url {
                 check_url(&key("base_url"), url)?;
@@ -668,6 +658,27 @@ impl Config {
         }
         for (i, n) in hw.notify.iter().enumerate() {
             check_url(&format!("healthwatch.notify[{i}].url"), &n.url)?;
+        }
+        Ok(())
+    }
+
+    /// That every account's token can be found: the file exists, the variable is set. Only the
+    /// fetcher (and `oprelay config check`) needs the tokens, so the other services, whose pods
+    /// do not mount them, skip this.
+    pub fn check_account_tokens(&self) -> Result<(), ConfigError> {
+        for (i, a) in self.accounts.iter().enumerate() {
+            let key = |k: &str| format!("accounts[{i}].{k}");
+            match a.token() {
+                SecretSource::File(p) => check_file(&key("token_file"), &p)?,
+                SecretSource::Env(e) => {
+                    if std::env::var_os(&e).is_none() {
+                        return Err(ConfigError::new(
+                            key("token_env"),
+                            format!("environment variable {e} is not set"),
+                        ));
+                    }
+                }
+            }
         }
         Ok(())
     }
