@@ -339,6 +339,13 @@ pub struct BatchConfig {
     pub max_bytes: ByteSize,
     #[serde(default = "default_batch_timeout")]
     pub timeout: HumanDuration,
+    /// Batches being delivered at once; more hides SIEM latency, 1 keeps strict order.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
+}
+
+fn default_in_flight() -> usize {
+    2
 }
 
 fn default_max_events() -> usize {
@@ -357,6 +364,7 @@ impl Default for BatchConfig {
             max_events: default_max_events(),
             max_bytes: default_batch_bytes(),
             timeout: default_batch_timeout(),
+            in_flight: default_in_flight(),
         }
     }
 }
@@ -912,6 +920,12 @@ impl SinkConfig {
                     format!("`{e}` is not ndjson or json_array"),
                 ));
             }
+        }
+        if !(1..=64).contains(&self.batch.in_flight) {
+            return Err(ConfigError::new(
+                key("batch.in_flight"),
+                "must be between 1 and 64",
+            ));
         }
         if self.batch.max_events == 0 {
             return Err(ConfigError::new(

@@ -1,0 +1,294 @@
+//! Getting one batch into a SIEM, whatever it takes.
+//!
+//! Records go in requests of at most `max_events` / `max_bytes`. Transient failures are retried
+//! with exponential backoff and full jitter (honouring `Retry-After`) for as long as it takes,
+//! while the bus messages are kept in progress so JetStream does not hand them to another
+//! replica. Records the SIEM refuses are isolated by halving the request until the refused
+//! record stands alone, and only that record goes to the dead-letter queue. The bus messages
+//! are acknowledged after every record in them was accepted or dead-lettered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use oprelay_bus::async_nats::jetstream::{self, AckKind};
+use oprelay_bus::{Bus, Outgoing};
+use oprelay_events::names::header;
+use oprelay_service::CancellationToken;
+
+use crate::format::Record;
+use crate::metrics::{ForwarderMetrics, ReasonLabels, SinkLabels};
+use crate::sinks::{AnySink, ErrorKind, Outcome};
+
+/// Everything one sink's deliveries share.
+pub struct SinkCtx {
+    pub name: String,
+    pub sink: AnySink,
+    pub bus: Bus,
+    pub max_events: usize,
+    pub max_bytes: usize,
+    pub metrics: ForwarderMetrics,
+    pub labels: SinkLabels,
+    /// Progress acks keep a message ours while we retry; sent well inside the ack wait.
+    pub progress_every: Duration,
+}
+
+/// Bus messages and the records they hold (records that could not be rendered are carried as
+/// dead letters from the start).
+#[derive(Default)]
+pub struct Batch {
+    pub messages: Vec<jetstream::Message>,
+    pub records: Vec<Record>,
+    pub unreadable: Vec<Unreadable>,
+    pub bytes: usize,
+}
+
+/// A line of an event batch that is not a normalized record; it goes to the DLQ as it is.
+pub struct Unreadable {
+    pub body: Vec<u8>,
+    pub id: String,
+    pub account: String,
+    pub feed: String,
+    pub why: String,
+}
+
+#[derive(Debug)]
+pub struct Stopped;
+
+fn backoff(attempt: u32, kind: ErrorKind) -> Duration {
+    let (base, cap) = match kind {
+        ErrorKind::NeedsOperator => (Duration::from_secs(30), Duration::from_secs(300)),
+        _ => (Duration::from_millis(100), Duration::from_secs(60)),
+    };
+    let bound = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let ms = rand::rng().random_range(0..=bound.as_millis() as u64);
+    Duration::from_millis(ms.max(50))
+}
+
+/// Splits record indices into requests within the size limits.
+fn chunks(records: &[Record], max_events: usize, max_bytes: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for (i, r) in records.iter().enumerate() {
+        if !cur.is_empty() && (cur.len() >= max_events || bytes + r.body.len() > max_bytes) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += r.body.len() + 1;
+        cur.push(i);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+impl SinkCtx {
+    /// Sleeps `d` unless shutdown comes first, keeping the batch's messages in progress.
+    async fn wait(
+        &self,
+        d: Duration,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let until = Instant::now() + d;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stopped),
+                _ = tokio::time::sleep(left.min(self.progress_every)) => {}
+            }
+            for m in &batch.messages {
+                let _ = m.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+
+    /// Publishes a refused record to `op.dlq.forward.{sink}` with the SIEM's answer; retried
+    /// until it is stored, because a dead letter is the record's last copy once acked.
+    async fn dead_letter(
+        &self,
+        body: &[u8],
+        id: &str,
+        account: &str,
+        feed: &str,
+        why: &str,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        tracing::warn!(sink = %self.name, reason = %why, "record refused by the SIEM; dead-lettered");
+        self.metrics.dead_letters.get_or_create(&self.labels).inc();
+        let mut attempt = 0;
+        loop {
+            let msg = Outgoing::new(
+                format!("op.dlq.forward.{}", self.name),
+                format!("dlq:forward:{}:{id}", self.name),
+                body.to_vec(),
+            )
+            .header(header::STAGE, "forward")
+            .header(header::ERROR, why.replace(['\r', '\n'], " "))
+            .header(header::ACCOUNT, account)
+            .header(header::FEED, feed)
+            .header(header::SINK, &self.name);
+            match self.bus.publish(msg).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(sink = %self.name, error = %e, "cannot store a dead letter yet");
+                    attempt += 1;
+                    self.wait(backoff(attempt, ErrorKind::Transient), batch, shutdown)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Delivers the batch, then acknowledges its messages. `Err(Stopped)` on shutdown: nothing
+    /// is acknowledged and JetStream redelivers the batch later.
+    pub async fn deliver(&self, batch: Batch, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        let started = Instant::now();
+        for u in &batch.unreadable {
+            self.dead_letter(
+                &u.body, &u.id, &u.account, &u.feed, &u.why, &batch, shutdown,
+            )
+            .await?;
+        }
+        let mut stack: Vec<Vec<usize>> = chunks(&batch.records, self.max_events, self.max_bytes);
+        stack.reverse();
+        let mut attempt = 0u32;
+        'segments: while let Some(mut seg) = stack.pop() {
+            loop {
+                if shutdown.is_cancelled() {
+                    return Err(Stopped);
+                }
+                let refs: Vec<&Record> = seg.iter().map(|i| &batch.records[*i]).collect();
+                let result = tokio::select! {
+                    _ = shutdown.cancelled() => return Err(Stopped),
+                    r = self.sink.send(&refs) => r,
+                };
+                match result {
+                    Ok(Outcome::Delivered) => {
+                        self.count_delivered(&refs);
+                        attempt = 0;
+                        continue 'segments;
+                    }
+                    Ok(Outcome::Partial { retry, rejected }) => {
+                        for (j, why) in &rejected {
+                            if let Some(r) = seg.get(*j).map(|i| &batch.records[*i]) {
+                                self.dead_letter(
+                                    &r.body,
+                                    &r.row_id,
+                                    &r.account,
+                                    r.feed.as_str(),
+                                    why,
+                                    &batch,
+                                    shutdown,
+                                )
+                                .await?;
+                            }
+                        }
+                        let done: Vec<&Record> = seg
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| {
+                                !retry.contains(j) && !rejected.iter().any(|(r, _)| r == j)
+                            })
+                            .map(|(_, i)| &batch.records[*i])
+                            .collect();
+                        self.count_delivered(&done);
+                        if retry.is_empty() {
+                            continue 'segments;
+                        }
+                        seg = retry.iter().filter_map(|j| seg.get(*j).copied()).collect();
+                        self.metrics
+                            .failures
+                            .get_or_create(&ReasonLabels {
+                                sink: self.name.clone(),
+                                reason: "partial".into(),
+                            })
+                            .inc();
+                        attempt += 1;
+                        self.wait(backoff(attempt, ErrorKind::Transient), &batch, shutdown)
+                            .await?;
+                    }
+                    Err(e) if e.kind == ErrorKind::Rejected => {
+                        self.metrics
+                            .failures
+                            .get_or_create(&ReasonLabels {
+                                sink: self.name.clone(),
+                                reason: e.label().into(),
+                            })
+                            .inc();
+                        if seg.len() == 1 {
+                            let r = &batch.records[seg[0]];
+                            self.dead_letter(
+                                &r.body,
+                                &r.row_id,
+                                &r.account,
+                                r.feed.as_str(),
+                                &e.message,
+                                &batch,
+                                shutdown,
+                            )
+                            .await?;
+                            continue 'segments;
+                        }
+                        let second = seg.split_off(seg.len() / 2);
+                        stack.push(second);
+                        stack.push(seg);
+                        continue 'segments;
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .failures
+                            .get_or_create(&ReasonLabels {
+                                sink: self.name.clone(),
+                                reason: e.label().into(),
+                            })
+                            .inc();
+                        attempt += 1;
+                        let wait = e.retry_after.unwrap_or_else(|| backoff(attempt, e.kind));
+                        tracing::warn!(sink = %self.name, error = %e, retry_in = ?wait, attempt, "delivery failed; will retry");
+                        self.wait(wait, &batch, shutdown).await?;
+                    }
+                }
+            }
+        }
+        for m in &batch.messages {
+            if let Err(e) = m.ack().await {
+                tracing::warn!(sink = %self.name, error = %e, "ack failed; the batch may be redelivered");
+            }
+        }
+        self.metrics
+            .batch_seconds
+            .get_or_create(&self.labels)
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    fn count_delivered(&self, records: &[&Record]) {
+        self.metrics
+            .records
+            .get_or_create(&self.labels)
+            .inc_by(records.len() as u64);
+        self.metrics
+            .bytes
+            .get_or_create(&self.labels)
+            .inc_by(records.iter().map(|r| r.body.len() as u64).sum());
+        if let Some(newest) = records.iter().filter_map(|r| r.parse_time).max() {
+            let lag = (time::OffsetDateTime::now_utc() - newest)
+                .as_seconds_f64()
+                .max(0.0);
+            self.metrics
+                .lag_seconds
+                .get_or_create(&self.labels)
+                .set(lag);
+        }
+    }
+}
+
+pub type Shared = Arc<SinkCtx>;

@@ -1,0 +1,229 @@
+//! The forwarder: `OP_EVENTS` → SIEMs, one durable consumer per sink, so every SIEM progresses
+//! on its own and a dead one holds back nothing else.
+
+pub mod delivery;
+pub mod format;
+pub mod metrics;
+pub mod sinks;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use oprelay_bus::async_nats::jetstream;
+use oprelay_bus::{header_value, BusError};
+use oprelay_events::names::{self, header};
+use oprelay_events::Feed;
+use oprelay_service::config::SinkConfig;
+use oprelay_service::{CancellationToken, Config, Metrics, StartError};
+
+use crate::delivery::{Batch, SinkCtx};
+use crate::metrics::{ForwarderMetrics, SinkLabels};
+use crate::sinks::{AnySink, BuildError};
+
+pub const SERVICE: &str = "forwarder";
+pub const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwarderError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Sink(#[from] BuildError),
+}
+
+/// The narrowest subject filter JetStream 2.9 can apply (one subject); anything wider is
+/// filtered here as well.
+fn filter_subject(s: &SinkConfig) -> Option<String> {
+    let account = s
+        .accounts
+        .as_ref()
+        .filter(|v| v.len() == 1)
+        .map(|v| v[0].to_string());
+    let feed = s
+        .feeds
+        .as_ref()
+        .filter(|v| v.len() == 1)
+        .map(|v| v[0].to_string());
+    match (account, feed) {
+        (Some(a), Some(f)) => Some(format!("op.events.{a}.{f}")),
+        (Some(a), None) if s.feeds.is_none() => Some(format!("op.events.{a}.*")),
+        (None, Some(f)) if s.accounts.is_none() => Some(format!("op.events.*.{f}")),
+        _ => None,
+    }
+}
+
+fn wanted(s: &SinkConfig, account: &str, feed: Feed) -> bool {
+    s.accounts
+        .as_ref()
+        .is_none_or(|a| a.iter().any(|x| x.as_str() == account))
+        && s.feeds.as_ref().is_none_or(|f| f.contains(&feed))
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ForwarderError> {
+    let metrics = Metrics::new();
+    let m = ForwarderMetrics::register(&metrics);
+    // Build every sink before connecting: a bad sink config fails the start, not the night.
+    let mut sinks = Vec::new();
+    for s in &config.sinks {
+        sinks.push((s.clone(), AnySink::build(s)?));
+    }
+    let Some(started) =
+        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    if sinks.is_empty() {
+        tracing::warn!("no [[sinks]] configured: nothing to deliver to");
+    }
+    let ack_wait = config.topology().ack_wait;
+    let mut workers = JoinSet::new();
+    for (sink_config, sink) in sinks {
+        let durable = names::sink_consumer(&sink_config.name);
+        let consumer = oprelay_bus::ensure_pull_consumer(
+            started.bus.jetstream(),
+            names::STREAM_EVENTS,
+            &durable,
+            filter_subject(&sink_config).as_deref(),
+            ack_wait,
+        )
+        .await?;
+        let ctx = Arc::new(SinkCtx {
+            name: sink_config.name.clone(),
+            sink,
+            bus: started.bus.clone(),
+            max_events: sink_config.batch.max_events,
+            max_bytes: sink_config.batch.max_bytes.0 as usize,
+            metrics: m.clone(),
+            labels: SinkLabels {
+                sink: sink_config.name.clone(),
+            },
+            progress_every: (ack_wait / 3).max(Duration::from_millis(200)),
+        });
+        tracing::info!(sink = %sink_config.name, kind = sink_config.kind.as_str(), "sink ready");
+        workers.spawn(worker(ctx, sink_config, consumer, shutdown.clone()));
+    }
+    while let Some(r) = workers.join_next().await {
+        if let Ok(Err(e)) = r {
+            tracing::error!(error = %e, "sink worker stopped");
+        }
+    }
+    tracing::info!("forwarder stopped");
+    Ok(())
+}
+
+async fn worker(
+    ctx: Arc<SinkCtx>,
+    config: SinkConfig,
+    consumer: jetstream::consumer::PullConsumer,
+    shutdown: CancellationToken,
+) -> Result<(), BusError> {
+    let consume_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Consume {
+        stream: names::STREAM_EVENTS.into(),
+        consumer: names::sink_consumer(&config.name),
+        source: e,
+    };
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| consume_err(Box::new(e)))?;
+    let in_flight = Arc::new(Semaphore::new(config.batch.in_flight));
+    let mut deliveries = JoinSet::new();
+    let mut last_pending_check = tokio::time::Instant::now() - Duration::from_secs(60);
+    'outer: loop {
+        if last_pending_check.elapsed() >= Duration::from_secs(5) {
+            let mut c = consumer.clone();
+            if let Ok(info) = c.info().await {
+                ctx.metrics
+                    .pending
+                    .get_or_create(&ctx.labels)
+                    .set(info.num_pending as i64 + info.num_ack_pending as i64);
+            }
+            last_pending_check = tokio::time::Instant::now();
+        }
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Wake up now and then so the pending gauge stays fresh on an idle stream.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+            m = messages.next() => m,
+        };
+        let mut batch = Batch::default();
+        match first {
+            Some(Ok(m)) => add(&mut batch, m, &config),
+            Some(Err(e)) => {
+                tracing::warn!(sink = %config.name, error = %e, "pull from OP_EVENTS failed; continuing");
+                continue;
+            }
+            None => break,
+        }
+        let deadline = tokio::time::Instant::now() + config.batch.timeout.0;
+        while batch.records.len() < config.batch.max_events
+            && batch.bytes < config.batch.max_bytes.0 as usize
+        {
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'outer,
+                _ = tokio::time::sleep_until(deadline) => break,
+                m = messages.next() => match m {
+                    Some(Ok(m)) => add(&mut batch, m, &config),
+                    Some(Err(e)) => tracing::warn!(sink = %config.name, error = %e, "pull from OP_EVENTS failed"),
+                    None => break,
+                },
+            }
+        }
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let ctx = ctx.clone();
+        let stop = shutdown.clone();
+        deliveries.spawn(async move {
+            let _permit = permit;
+            let _ = ctx.deliver(batch, &stop).await;
+        });
+        while deliveries.try_join_next().is_some() {}
+    }
+    while deliveries.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Adds a bus message's records to a batch, rendered in the sink's format.
+fn add(batch: &mut Batch, msg: jetstream::Message, config: &SinkConfig) {
+    let parsed = names::parse_feed_subject(&msg.subject, "events");
+    let Some((account, feed)) = parsed.map(|(a, f)| (a.to_owned(), f)) else {
+        tracing::error!(subject = %msg.subject, "event batch on an unexpected subject; skipped");
+        batch.messages.push(msg);
+        return;
+    };
+    if wanted(config, &account, feed) {
+        let msg_id = header_value(msg.headers.as_ref(), header::MSG_ID)
+            .unwrap_or("unknown")
+            .to_owned();
+        for (i, line) in msg
+            .payload
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            match format::render(line, config.format, &account, feed) {
+                Ok(r) => {
+                    batch.bytes += r.body.len();
+                    batch.records.push(r);
+                }
+                Err(why) => batch.unreadable.push(delivery::Unreadable {
+                    body: line.to_vec(),
+                    id: format!("{msg_id}:{i}"),
+                    account: account.clone(),
+                    feed: feed.to_string(),
+                    why: format!("record cannot be rendered for this sink: {why}"),
+                }),
+            }
+        }
+    }
+    batch.messages.push(msg);
+}

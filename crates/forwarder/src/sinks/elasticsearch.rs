@@ -1,0 +1,178 @@
+//! Elasticsearch / OpenSearch `_bulk` with `create` and `_id = p_row_id`: a redelivered record
+//! meets its own document (409) and is counted as delivered, so there is never a duplicate.
+//! Per-item statuses are read one by one — `_bulk` answers 200 even when items failed.
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::Value;
+
+use oprelay_service::config::{SecretSource, SinkConfig};
+
+use super::http::{client, post, read_secret};
+use super::{Outcome, SinkError};
+use crate::format::Record;
+
+enum Auth {
+    None,
+    Basic {
+        user: String,
+        password: SecretSource,
+    },
+    ApiKey(SecretSource),
+}
+
+pub struct Elasticsearch {
+    client: reqwest::Client,
+    url: String,
+    index: String,
+    auth: Auth,
+    gzip: bool,
+}
+
+#[derive(Deserialize)]
+struct BulkReply {
+    errors: bool,
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// `oprelay-{log_type}-{yyyy.MM.dd}` → `oprelay-onepassword-itemusage-2026.03.01`.
+pub fn index_name(template: &str, r: &Record) -> String {
+    let t = r.event_time;
+    let log_type = r.log_type.as_str().to_ascii_lowercase().replace('.', "-");
+    template
+        .replace("{log_type}", &log_type)
+        .replace("{feed}", r.feed.as_str())
+        .replace("{account}", &r.account)
+        .replace(
+            "{yyyy.MM.dd}",
+            &format!("{:04}.{:02}.{:02}", t.year(), u8::from(t.month()), t.day()),
+        )
+        .replace(
+            "{yyyy.MM}",
+            &format!("{:04}.{:02}", t.year(), u8::from(t.month())),
+        )
+}
+
+impl Elasticsearch {
+    pub fn new(config: &SinkConfig) -> Result<Elasticsearch, String> {
+        let auth = match (
+            &config.username,
+            &config.password_file,
+            &config.api_key_file,
+        ) {
+            (_, _, Some(k)) => Auth::ApiKey(SecretSource::File(k.clone())),
+            (Some(u), Some(p), None) => Auth::Basic {
+                user: u.clone(),
+                password: SecretSource::File(p.clone()),
+            },
+            _ => Auth::None,
+        };
+        Ok(Elasticsearch {
+            client: client(config)?,
+            url: format!(
+                "{}/_bulk",
+                config
+                    .endpoint
+                    .clone()
+                    .ok_or("an elasticsearch sink needs `endpoint`")?
+                    .trim_end_matches('/')
+            ),
+            index: config
+                .index
+                .clone()
+                .unwrap_or_else(|| "oprelay-{log_type}-{yyyy.MM.dd}".into()),
+            auth,
+            gzip: config.gzip.unwrap_or(false),
+        })
+    }
+
+    fn headers(&self) -> Result<HeaderMap, SinkError> {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        let value = match &self.auth {
+            Auth::None => None,
+            Auth::ApiKey(src) => Some(format!("ApiKey {}", read_secret(src, "API key")?.expose())),
+            Auth::Basic { user, password } => {
+                use base64::Engine;
+                let pair = format!("{user}:{}", read_secret(password, "password")?.expose());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+        };
+        if let Some(v) = value {
+            let mut v = HeaderValue::from_str(&v).map_err(|_| {
+                SinkError::needs_operator("the credential has characters a header cannot carry")
+            })?;
+            v.set_sensitive(true);
+            h.insert(AUTHORIZATION, v);
+        }
+        Ok(h)
+    }
+
+    pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 120).sum());
+        for r in records {
+            let action = serde_json::json!({"create": {"_index": index_name(&self.index, r), "_id": r.row_id}});
+            body.extend_from_slice(action.to_string().as_bytes());
+            body.push(b'\n');
+            body.extend_from_slice(&r.body);
+            body.push(b'\n');
+        }
+        let (_, reply) = post(&self.client, &self.url, self.headers()?, body, self.gzip).await?;
+        let reply: BulkReply = serde_json::from_slice(&reply).map_err(|e| {
+            SinkError::transient(format!("_bulk reply is not what Elasticsearch sends: {e}"))
+        })?;
+        if !reply.errors {
+            return Ok(Outcome::Delivered);
+        }
+        if reply.items.len() != records.len() {
+            return Err(SinkError::transient(format!(
+                "_bulk answered {} items for {} actions",
+                reply.items.len(),
+                records.len()
+            )));
+        }
+        let (mut retry, mut rejected) = (Vec::new(), Vec::new());
+        for (i, item) in reply.items.iter().enumerate() {
+            let Some(item) = item.values().next() else {
+                continue;
+            };
+            match item.status {
+                200..=299 | 409 => {}
+                429 | 500..=599 => retry.push(i),
+                status => {
+                    let why = item
+                        .error
+                        .as_ref()
+                        .map(|e| {
+                            format!(
+                                "{} {}: {}",
+                                status,
+                                e["type"].as_str().unwrap_or("error"),
+                                e["reason"].as_str().unwrap_or("")
+                            )
+                        })
+                        .unwrap_or_else(|| status.to_string());
+                    rejected.push((i, why));
+                }
+            }
+        }
+        if retry.is_empty() && rejected.is_empty() {
+            return Ok(Outcome::Delivered);
+        }
+        Ok(Outcome::Partial { retry, rejected })
+    }
+}

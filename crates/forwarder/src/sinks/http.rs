@@ -1,0 +1,237 @@
+//! Generic HTTP delivery (Panther's HTTP log source, webhooks), and the HTTP plumbing the
+//! Splunk and Elasticsearch sinks share: TLS options, gzip, and status classification.
+
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
+use reqwest::StatusCode;
+
+use oprelay_events::Secret;
+use oprelay_service::config::{SecretSource, SinkConfig};
+
+use super::{Outcome, SinkError};
+use crate::format::Record;
+
+/// How long one delivery request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client with the sink's TLS settings: private CA, client certificate, verification (on
+/// unless turned off in writing, which is logged).
+pub fn client(config: &SinkConfig) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("oprelay/", env!("CARGO_PKG_VERSION")));
+    let tls = &config.tls;
+    if let Some(ca) = &tls.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        let mut pem =
+            std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
+        pem.extend(std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?);
+        b = b.identity(
+            reqwest::Identity::from_pem(&pem)
+                .map_err(|e| format!("tls client certificate: {e}"))?,
+        );
+    }
+    if !tls.verify {
+        tracing::warn!(sink = %config.name, "TLS certificate verification is OFF for this sink (tls.verify = false)");
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
+    let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
+    enc.write_all(body)
+        .and_then(|_| enc.finish())
+        .map_err(|e| SinkError::transient(format!("gzip: {e}")))
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3600)))
+}
+
+/// What an HTTP status means for delivery.
+pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<(), SinkError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(500)])
+        .trim()
+        .to_owned();
+    let message = format!("HTTP {status}: {text}");
+    let mut err = match status.as_u16() {
+        408 | 429 | 500..=599 => SinkError::transient(message),
+        401 | 403 => SinkError::needs_operator(message),
+        404 => SinkError::needs_operator(format!("{message} (is the endpoint right?)")),
+        _ => SinkError::rejected(message),
+    };
+    err.retry_after = retry_after(headers);
+    Err(err)
+}
+
+/// A request failed before an HTTP status: always worth retrying.
+pub fn transport(e: reqwest::Error) -> SinkError {
+    SinkError::transient(format!("request failed: {}", e.without_url()))
+}
+
+/// POSTs a body; returns the status, headers and body of a successful response.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    compress: bool,
+) -> Result<(HeaderMap, Bytes), SinkError> {
+    let mut req = client.post(url).headers(headers);
+    let body = if compress {
+        req = req.header(CONTENT_ENCODING, "gzip");
+        gzip(&body)?
+    } else {
+        body
+    };
+    let resp = req.body(body).send().await.map_err(transport)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(transport)?;
+    classify(status, &headers, &body)?;
+    Ok((headers, body))
+}
+
+pub fn read_secret(source: &SecretSource, what: &str) -> Result<Secret, SinkError> {
+    source
+        .read()
+        .map_err(|e| SinkError::needs_operator(format!("cannot read the {what}: {e}")))
+}
+
+enum Auth {
+    None,
+    Bearer(SecretSource),
+    Basic {
+        user: String,
+        password: SecretSource,
+    },
+}
+
+pub struct HttpSink {
+    client: reqwest::Client,
+    endpoint: String,
+    headers: HeaderMap,
+    auth: Auth,
+    json_array: bool,
+    gzip: bool,
+}
+
+impl HttpSink {
+    pub fn new(config: &SinkConfig) -> Result<HttpSink, String> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in config.headers.iter().flatten() {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers: `{k}` is not a header name"))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|_| format!("headers.{k}: not a valid header value"))?;
+            headers.insert(name, value);
+        }
+        let json_array = config.encoding.as_deref() == Some("json_array");
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if json_array {
+                "application/json"
+            } else {
+                "application/x-ndjson"
+            }),
+        );
+        let auth = match (
+            &config.token_file,
+            &config.token_env,
+            &config.username,
+            &config.password_file,
+        ) {
+            (Some(f), _, _, _) => Auth::Bearer(SecretSource::File(f.clone())),
+            (None, Some(e), _, _) => Auth::Bearer(SecretSource::Env(e.clone())),
+            (None, None, Some(u), Some(p)) => Auth::Basic {
+                user: u.clone(),
+                password: SecretSource::File(p.clone()),
+            },
+            _ => Auth::None,
+        };
+        Ok(HttpSink {
+            client: client(config)?,
+            endpoint: config
+                .endpoint
+                .clone()
+                .ok_or("an http sink needs `endpoint`")?,
+            headers,
+            auth,
+            json_array,
+            gzip: config.gzip.unwrap_or(false),
+        })
+    }
+
+    pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        let mut body =
+            Vec::with_capacity(records.iter().map(|r| r.body.len() + 1).sum::<usize>() + 2);
+        if self.json_array {
+            body.push(b'[');
+            for (i, r) in records.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                body.extend_from_slice(&r.body);
+            }
+            body.push(b']');
+        } else {
+            for r in records {
+                body.extend_from_slice(&r.body);
+                body.push(b'\n');
+            }
+        }
+        let mut headers = self.headers.clone();
+        let auth = match &self.auth {
+            Auth::None => None,
+            Auth::Bearer(src) => Some(format!(
+                "Bearer {}",
+                read_secret(src, "bearer token")?.expose()
+            )),
+            Auth::Basic { user, password } => {
+                use base64::Engine;
+                let pw = read_secret(password, "password")?;
+                let pair = format!("{user}:{}", pw.expose());
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+        };
+        if let Some(a) = auth {
+            let mut v = HeaderValue::from_str(&a).map_err(|_| {
+                SinkError::needs_operator("the credential has characters a header cannot carry")
+            })?;
+            v.set_sensitive(true);
+            headers.insert(AUTHORIZATION, v);
+        }
+        post(&self.client, &self.endpoint, headers, body, self.gzip).await?;
+        Ok(Outcome::Delivered)
+    }
+}

@@ -1,0 +1,126 @@
+//! The SIEM destinations. Each says, per request, whether the records were accepted, and when
+//! not, whether trying again can help: the delivery loop retries the transient, slows down on
+//! credentials and configuration problems a human must fix, and isolates refused records for
+//! the dead-letter queue.
+
+pub mod elasticsearch;
+pub mod file;
+pub mod http;
+pub mod splunk_hec;
+pub mod syslog;
+
+use std::time::Duration;
+
+use oprelay_service::config::{SinkConfig, SinkType};
+
+use crate::format::Record;
+
+/// What a request achieved when it did not fail as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every record accepted (or already there).
+    Delivered,
+    /// Some records need another try, some were refused for good (index in the request, reason).
+    Partial {
+        retry: Vec<usize>,
+        rejected: Vec<(usize, String)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection errors, timeouts, 408, 429, 5xx: back off and retry.
+    Transient,
+    /// Credentials or sink configuration refused (401/403, wrong index): retry slowly until a
+    /// human fixes it; never drop the data.
+    NeedsOperator,
+    /// The SIEM refused these records (400, 413): isolate the bad ones for the DLQ.
+    Rejected,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SinkError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl SinkError {
+    pub fn transient(message: impl Into<String>) -> Self {
+        SinkError {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn needs_operator(message: impl Into<String>) -> Self {
+        SinkError {
+            kind: ErrorKind::NeedsOperator,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    pub fn rejected(message: impl Into<String>) -> Self {
+        SinkError {
+            kind: ErrorKind::Rejected,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Transient => "transient",
+            ErrorKind::NeedsOperator => "needs_operator",
+            ErrorKind::Rejected => "rejected",
+        }
+    }
+}
+
+/// A problem building a sink from its config.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {problem}")]
+pub struct BuildError {
+    pub sink: String,
+    pub problem: String,
+}
+
+pub enum AnySink {
+    File(file::FileSink),
+    Http(http::HttpSink),
+    SplunkHec(splunk_hec::SplunkHec),
+    Elasticsearch(elasticsearch::Elasticsearch),
+    Syslog(syslog::Syslog),
+}
+
+impl AnySink {
+    pub fn build(config: &SinkConfig) -> Result<AnySink, BuildError> {
+        let fail = |problem: String| BuildError {
+            sink: config.name.clone(),
+            problem,
+        };
+        Ok(match config.kind {
+            SinkType::File => AnySink::File(file::FileSink::new(config).map_err(fail)?),
+            SinkType::Http => AnySink::Http(http::HttpSink::new(config).map_err(fail)?),
+            SinkType::SplunkHec => {
+                AnySink::SplunkHec(splunk_hec::SplunkHec::new(config).map_err(fail)?)
+            }
+            SinkType::Elasticsearch => {
+                AnySink::Elasticsearch(elasticsearch::Elasticsearch::new(config).map_err(fail)?)
+            }
+            SinkType::Syslog => AnySink::Syslog(syslog::Syslog::new(config).map_err(fail)?),
+        })
+    }
+
+    /// Sends the records in one request (or one write).
+    pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        match self {
+            AnySink::File(s) => s.send(records).await,
+            AnySink::Http(s) => s.send(records).await,
+            AnySink::SplunkHec(s) => s.send(records).await,
+            AnySink::Elasticsearch(s) => s.send(records).await,
+            AnySink::Syslog(s) => s.send(records).await,
+        }
+    }
+}

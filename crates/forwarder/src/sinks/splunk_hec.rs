@@ -1,0 +1,225 @@
+//! Splunk HTTP Event Collector: `POST /services/collector/event`, events concatenated, and
+//! optionally indexer acknowledgement — Splunk's "200" only means "looks valid"; with `ack`
+//! the batch counts as delivered only when Splunk says it is indexed.
+
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+use serde_json::json;
+
+use oprelay_service::config::{SecretSource, SinkConfig};
+
+use super::http::{classify, client, gzip, read_secret, transport};
+use super::{Outcome, SinkError};
+use crate::format::Record;
+
+/// How often, and how long, to ask whether an acknowledged request was indexed.
+const ACK_POLL: Duration = Duration::from_millis(500);
+const ACK_GIVE_UP: Duration = Duration::from_secs(120);
+
+pub struct SplunkHec {
+    client: reqwest::Client,
+    endpoint: String,
+    token: SecretSource,
+    index: Option<String>,
+    sourcetype: Option<String>,
+    host: String,
+    channel: Option<String>,
+    gzip: bool,
+}
+
+#[derive(Deserialize)]
+struct HecReply {
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    code: i64,
+    #[serde(rename = "ackId")]
+    ack_id: Option<u64>,
+    #[serde(rename = "invalid-event-number")]
+    invalid_event: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct AckReply {
+    acks: std::collections::HashMap<String, bool>,
+}
+
+fn random_channel() -> String {
+    let b: [u8; 16] = rand::rng().random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+impl SplunkHec {
+    pub fn new(config: &SinkConfig) -> Result<SplunkHec, String> {
+        let token = match (&config.token_file, &config.token_env) {
+            (Some(f), _) => SecretSource::File(f.clone()),
+            (None, Some(e)) => SecretSource::Env(e.clone()),
+            (None, None) => return Err("a splunk_hec sink needs token_file or token_env".into()),
+        };
+        Ok(SplunkHec {
+            client: client(config)?,
+            endpoint: config
+                .endpoint
+                .clone()
+                .ok_or("a splunk_hec sink needs `endpoint`")?
+                .trim_end_matches('/')
+                .to_owned(),
+            token,
+            index: config.index.clone(),
+            sourcetype: config.sourcetype.clone(),
+            host: std::env::var("HOSTNAME").unwrap_or_else(|_| "oprelay".into()),
+            // One channel per sink instance, as Splunk's indexer acknowledgement needs.
+            channel: config.ack.unwrap_or(false).then(random_channel),
+            gzip: config.gzip.unwrap_or(true),
+        })
+    }
+
+    fn headers(&self) -> Result<HeaderMap, SinkError> {
+        let token = read_secret(&self.token, "HEC token")?;
+        let mut auth =
+            HeaderValue::from_str(&format!("Splunk {}", token.expose())).map_err(|_| {
+                SinkError::needs_operator("the HEC token has characters a header cannot carry")
+            })?;
+        auth.set_sensitive(true);
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, auth);
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(c) = &self.channel {
+            if let Ok(v) = HeaderValue::from_str(c) {
+                h.insert("X-Splunk-Request-Channel", v);
+            }
+        }
+        Ok(h)
+    }
+
+    /// The event envelope: `time` is epoch seconds with the event time's fraction.
+    fn envelope(&self, r: &Record, out: &mut Vec<u8>) {
+        let nanos = r.event_time.unix_timestamp_nanos();
+        let time = format!(
+            "{}.{:06}",
+            nanos.div_euclid(1_000_000_000),
+            nanos.rem_euclid(1_000_000_000) / 1_000
+        );
+        let sourcetype = self
+            .sourcetype
+            .clone()
+            .unwrap_or_else(|| format!("1password:{}", r.feed));
+        let mut meta = json!({"host": self.host, "source": format!("oprelay:{}", r.account), "sourcetype": sourcetype});
+        if let Some(i) = &self.index {
+            meta["index"] = json!(i);
+        }
+        out.extend_from_slice(b"{\"time\":");
+        out.extend_from_slice(time.as_bytes());
+        if let Some(obj) = meta.as_object() {
+            for (k, v) in obj {
+                out.extend_from_slice(format!(",\"{k}\":{v}").as_bytes());
+            }
+        }
+        out.extend_from_slice(b",\"event\":");
+        out.extend_from_slice(&r.body);
+        out.extend_from_slice(b"}\n");
+    }
+
+    pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 160).sum());
+        for r in records {
+            self.envelope(r, &mut body);
+        }
+        let url = format!("{}/services/collector/event", self.endpoint);
+        let mut req = self.client.post(&url).headers(self.headers()?);
+        let body = if self.gzip {
+            req = req.header("Content-Encoding", "gzip");
+            gzip(&body)?
+        } else {
+            body
+        };
+        let resp = req.body(body).send().await.map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        let reply: Option<HecReply> = serde_json::from_slice(&bytes).ok();
+        if !status.is_success() {
+            if let Some(r) = &reply {
+                let what = format!("Splunk HEC {status}, code {}: {}", r.code, r.text);
+                match r.code {
+                    // Invalid data format / event field problems: that event is refused. HEC
+                    // indexes the events before it and stops, so the rest is retried.
+                    5 | 6 | 12 | 13 => {
+                        if let Some(bad) = r.invalid_event.filter(|i| *i < records.len()) {
+                            return Ok(Outcome::Partial {
+                                retry: (bad + 1..records.len()).collect(),
+                                rejected: vec![(bad, what)],
+                            });
+                        }
+                        return Err(SinkError::rejected(what));
+                    }
+                    // Disabled or invalid token, missing channel, wrong index, ack disabled:
+                    // the configuration is wrong, not the data.
+                    1..=4 | 7 | 10 | 11 | 14 => return Err(SinkError::needs_operator(what)),
+                    9 => return Err(SinkError::transient(what)),
+                    _ => {}
+                }
+            }
+            classify(status, &headers, &bytes)?;
+        }
+        let Some(reply) = reply else {
+            return Err(SinkError::transient(
+                "Splunk HEC answered 200 with a body that is not its JSON reply",
+            ));
+        };
+        if let (Some(_), Some(ack_id)) = (&self.channel, reply.ack_id) {
+            self.wait_indexed(ack_id).await?;
+        } else if self.channel.is_some() {
+            return Err(SinkError::needs_operator("ack = true but Splunk returned no ackId: enable indexer acknowledgement on the HEC token"));
+        }
+        Ok(Outcome::Delivered)
+    }
+
+    /// Polls `/services/collector/ack` until Splunk reports the request indexed.
+    async fn wait_indexed(&self, ack_id: u64) -> Result<(), SinkError> {
+        let url = format!("{}/services/collector/ack", self.endpoint);
+        let deadline = tokio::time::Instant::now() + ACK_GIVE_UP;
+        loop {
+            let resp = self
+                .client
+                .post(&url)
+                .headers(self.headers()?)
+                .body(json!({"acks": [ack_id]}).to_string())
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.map_err(transport)?;
+            classify(status, &headers, &bytes)?;
+            let reply: AckReply = serde_json::from_slice(&bytes)
+                .map_err(|e| SinkError::transient(format!("Splunk ack reply: {e}")))?;
+            if reply
+                .acks
+                .get(&ack_id.to_string())
+                .copied()
+                .unwrap_or(false)
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                // "false" also means "lost": resend rather than assume.
+                return Err(SinkError::transient(format!(
+                    "Splunk did not confirm indexing of ack {ack_id} within {ACK_GIVE_UP:?}"
+                )));
+            }
+            tokio::time::sleep(ACK_POLL).await;
+        }
+    }
+}

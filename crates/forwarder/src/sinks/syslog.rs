@@ -1,0 +1,295 @@
+//! RFC 5424 syslog: over TCP with octet-counting framing (RFC 6587), over TLS (RFC 5425, same
+//! framing), or over UDP (RFC 5426, one message per datagram). The record is the JSON MSG;
+//! APP-NAME `oprelay`, MSGID the log type. A broken connection is re-opened on the next send.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Mutex;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use oprelay_service::config::SinkConfig;
+
+use super::{Outcome, SinkError};
+use crate::format::Record;
+
+/// facility 10 (security/authorization) × 8 + severity 6 (informational).
+const PRI: u8 = 86;
+/// Largest MSG a UDP datagram carries safely.
+const UDP_MAX: usize = 65_000;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    Tls,
+    Udp,
+}
+
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Udp(UdpSocket),
+}
+
+pub struct Syslog {
+    address: String,
+    transport: Transport,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    hostname: String,
+    conn: Arc<Mutex<Option<Conn>>>,
+}
+
+fn tls_connector(
+    config: &SinkConfig,
+    host: &str,
+) -> Result<(TlsConnector, ServerName<'static>), String> {
+    oprelay_bus::install_crypto_provider();
+    let tls = &config.tls;
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = &tls.ca_file {
+        for cert in CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
+        {
+            roots
+                .add(cert.map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?)
+                .map_err(|e| format!("tls.ca_file: {e}"))?;
+        }
+    } else if tls.verify {
+        return Err(
+            "syslog over TLS needs tls.ca_file (the CA that signed the receiver's certificate)"
+                .into(),
+        );
+    }
+    let builder = ClientConfig::builder();
+    let builder = if tls.verify {
+        builder.with_root_certificates(roots)
+    } else {
+        tracing::warn!(sink = %config.name, "TLS certificate verification is OFF for this sink (tls.verify = false)");
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify))
+    };
+    let client = match (&tls.cert_file, &tls.key_file) {
+        (Some(c), Some(k)) => {
+            let certs = CertificateDer::pem_file_iter(c)
+                .map_err(|e| format!("tls.cert_file: {e}"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("tls.cert_file: {e}"))?;
+            let key = PrivateKeyDer::from_pem_file(k).map_err(|e| format!("tls.key_file: {e}"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("tls client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| format!("`{host}` is not a host name for TLS"))?;
+    Ok((TlsConnector::from(Arc::new(client)), name))
+}
+
+/// For `tls.verify = false` only, which the operator wrote out and the log shows.
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// HOSTNAME: printable US-ASCII, at most 255 characters, `-` when unknown.
+fn header_hostname() -> String {
+    let h: String = std::env::var("HOSTNAME")
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    if h.is_empty() {
+        "-".into()
+    } else {
+        h
+    }
+}
+
+/// One RFC 5424 message: `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG`, with the UTF-8
+/// BOM that marks a UTF-8 MSG.
+pub fn message(r: &Record, hostname: &str) -> Vec<u8> {
+    let t = r.event_time;
+    // RFC 5424 allows at most six fractional digits.
+    let ts = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.microsecond()
+    );
+    let mut m = format!("<{PRI}>1 {ts} {hostname} oprelay - {} - ", r.log_type).into_bytes();
+    m.extend_from_slice("\u{feff}".as_bytes());
+    m.extend_from_slice(&r.body);
+    m
+}
+
+impl Syslog {
+    pub fn new(config: &SinkConfig) -> Result<Syslog, String> {
+        let address = config
+            .address
+            .clone()
+            .ok_or("a syslog sink needs `address` (host:port)")?;
+        let transport = match config.transport.as_deref().unwrap_or("tcp") {
+            "tcp" => Transport::Tcp,
+            "tls" => Transport::Tls,
+            "udp" => Transport::Udp,
+            other => return Err(format!("transport `{other}` is not tcp, tls or udp")),
+        };
+        let host = address
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']))
+            .ok_or("`address` must be host:port")?;
+        let tls = (transport == Transport::Tls)
+            .then(|| tls_connector(config, host))
+            .transpose()?;
+        Ok(Syslog {
+            address,
+            transport,
+            tls,
+            hostname: header_hostname(),
+            conn: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    async fn connect(&self) -> Result<Conn, SinkError> {
+        let fail = |e: std::io::Error| {
+            SinkError::transient(format!(
+                "cannot reach syslog receiver {}: {e}",
+                self.address
+            ))
+        };
+        Ok(match self.transport {
+            Transport::Udp => {
+                let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(fail)?;
+                sock.connect(&self.address).await.map_err(fail)?;
+                Conn::Udp(sock)
+            }
+            Transport::Tcp => Conn::Tcp(TcpStream::connect(&self.address).await.map_err(fail)?),
+            Transport::Tls => {
+                let tcp = TcpStream::connect(&self.address).await.map_err(fail)?;
+                let Some((connector, name)) = &self.tls else {
+                    return Err(SinkError::needs_operator(
+                        "TLS transport without TLS settings",
+                    ));
+                };
+                Conn::Tls(Box::new(
+                    connector.connect(name.clone(), tcp).await.map_err(|e| {
+                        SinkError::transient(format!(
+                            "TLS handshake with {} failed: {e}",
+                            self.address
+                        ))
+                    })?,
+                ))
+            }
+        })
+    }
+
+    pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        let mut guard = self.conn.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.connect().await?);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(SinkError::transient("no connection"));
+        };
+        let mut rejected = Vec::new();
+        let result = match conn {
+            Conn::Udp(sock) => {
+                let mut r = Ok(());
+                for (i, rec) in records.iter().enumerate() {
+                    let m = message(rec, &self.hostname);
+                    if m.len() > UDP_MAX {
+                        rejected.push((
+                            i,
+                            format!(
+                                "{} bytes is more than a UDP syslog datagram carries ({UDP_MAX})",
+                                m.len()
+                            ),
+                        ));
+                        continue;
+                    }
+                    if let Err(e) = sock.send(&m).await {
+                        r = Err(e);
+                        break;
+                    }
+                }
+                r
+            }
+            Conn::Tcp(s) => write_framed(s, records, &self.hostname).await,
+            Conn::Tls(s) => write_framed(s.as_mut(), records, &self.hostname).await,
+        };
+        if let Err(e) = result {
+            *guard = None;
+            return Err(SinkError::transient(format!(
+                "syslog write to {} failed: {e}",
+                self.address
+            )));
+        }
+        if rejected.is_empty() {
+            Ok(Outcome::Delivered)
+        } else {
+            Ok(Outcome::Partial {
+                retry: vec![],
+                rejected,
+            })
+        }
+    }
+}
+
+/// Octet counting: `MSG-LEN SP SYSLOG-MSG`, safe for messages with any bytes in them.
+async fn write_framed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    records: &[&Record],
+    hostname: &str,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for r in records {
+        let m = message(r, hostname);
+        buf.extend_from_slice(format!("{} ", m.len()).as_bytes());
+        buf.extend_from_slice(&m);
+    }
+    w.write_all(&buf).await?;
+    w.flush().await
+}
