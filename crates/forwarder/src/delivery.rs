@@ -86,26 +86,11 @@ fn chunks(records: &[Record], max_events: usize, max_bytes: usize) -> Vec<Vec<us
 }
 
 impl SinkCtx {
-    /// Sleeps `d` unless shutdown comes first, keeping the batch's messages in progress.
-    async fn wait(
-        &self,
-        d: Duration,
-        batch: &Batch,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stopped> {
-        let until = Instant::now() + d;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok(());
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(Stopped),
-                _ = tokio::time::sleep(left.min(self.progress_every)) => {}
-            }
-            for m in &batch.messages {
-                let _ = m.ack_with(AckKind::Progress).await;
-            }
+    /// Sleeps `d` unless shutdown comes first.
+    async fn wait(&self, d: Duration, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        tokio::select! {
+            _ = shutdown.cancelled() => Err(Stopped),
+            _ = tokio::time::sleep(d) => Ok(()),
         }
     }
 
@@ -118,7 +103,6 @@ impl SinkCtx {
         account: &str,
         feed: &str,
         why: &str,
-        batch: &Batch,
         shutdown: &CancellationToken,
     ) -> Result<(), Stopped> {
         tracing::warn!(sink = %self.name, reason = %why, "record refused by the SIEM; dead-lettered");
@@ -136,11 +120,13 @@ impl SinkCtx {
             .header(header::FEED, feed)
             .header(header::SINK, &self.name);
             match self.bus.publish(msg).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::warn!(sink = %self.name, error = %e, "cannot store a dead letter yet");
                     attempt += 1;
-                    self.wait(backoff(attempt, ErrorKind::Transient), batch, shutdown)
+                    self.wait(backoff(attempt, ErrorKind::Transient), shutdown)
                         .await?;
                 }
             }
@@ -149,13 +135,42 @@ impl SinkCtx {
 
     /// Delivers the batch, then acknowledges its messages. `Err(Stopped)` on shutdown: nothing
     /// is acknowledged and JetStream redelivers the batch later.
+    /// Meanwhile the messages are kept "in progress", however long the SIEM takes, so
+    /// JetStream does not redeliver them to another replica.
     pub async fn deliver(&self, batch: Batch, shutdown: &CancellationToken) -> Result<(), Stopped> {
+        let work = self.deliver_records(&batch, shutdown);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(self.progress_every);
+        tick.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => {
+                    for m in &batch.messages {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        if result.is_ok() {
+            for m in &batch.messages {
+                if let Err(e) = m.ack().await {
+                    tracing::warn!(sink = %self.name, error = %e, "ack failed; the batch may be redelivered");
+                }
+            }
+        }
+        result
+    }
+
+    async fn deliver_records(
+        &self,
+        batch: &Batch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
         let started = Instant::now();
         for u in &batch.unreadable {
-            self.dead_letter(
-                &u.body, &u.id, &u.account, &u.feed, &u.why, &batch, shutdown,
-            )
-            .await?;
+            self.dead_letter(&u.body, &u.id, &u.account, &u.feed, &u.why, shutdown)
+                .await?;
         }
         let mut stack: Vec<Vec<usize>> = chunks(&batch.records, self.max_events, self.max_bytes);
         stack.reverse();
@@ -185,7 +200,6 @@ impl SinkCtx {
                                     &r.account,
                                     r.feed.as_str(),
                                     why,
-                                    &batch,
                                     shutdown,
                                 )
                                 .await?;
@@ -204,6 +218,7 @@ impl SinkCtx {
                             continue 'segments;
                         }
                         seg = retry.iter().filter_map(|j| seg.get(*j).copied()).collect();
+                        tracing::debug!(sink = %self.name, retry = seg.len(), "partial delivery; retrying the rest");
                         self.metrics
                             .failures
                             .get_or_create(&ReasonLabels {
@@ -212,7 +227,7 @@ impl SinkCtx {
                             })
                             .inc();
                         attempt += 1;
-                        self.wait(backoff(attempt, ErrorKind::Transient), &batch, shutdown)
+                        self.wait(backoff(attempt, ErrorKind::Transient), shutdown)
                             .await?;
                     }
                     Err(e) if e.kind == ErrorKind::Rejected => {
@@ -231,7 +246,6 @@ impl SinkCtx {
                                 &r.account,
                                 r.feed.as_str(),
                                 &e.message,
-                                &batch,
                                 shutdown,
                             )
                             .await?;
@@ -253,14 +267,9 @@ impl SinkCtx {
                         attempt += 1;
                         let wait = e.retry_after.unwrap_or_else(|| backoff(attempt, e.kind));
                         tracing::warn!(sink = %self.name, error = %e, retry_in = ?wait, attempt, "delivery failed; will retry");
-                        self.wait(wait, &batch, shutdown).await?;
+                        self.wait(wait, shutdown).await?;
                     }
                 }
-            }
-        }
-        for m in &batch.messages {
-            if let Err(e) = m.ack().await {
-                tracing::warn!(sink = %self.name, error = %e, "ack failed; the batch may be redelivered");
             }
         }
         self.metrics

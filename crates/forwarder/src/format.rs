@@ -160,7 +160,7 @@ pub fn ecs(mut rec: Map<String, Value>, feed: Feed, event_time: OffsetDateTime) 
         put(&mut out, &["user", "full_name"], user.get("name").cloned());
         put(&mut out, &["user", "email"], user.get("email").cloned());
     }
-    if feed == Feed::AuditEvents && !out.get("user").is_some_and(|u| u.get("id").is_some()) {
+    if feed == Feed::AuditEvents && out.get("user").is_none_or(|u| u.get("id").is_none()) {
         put(&mut out, &["user", "id"], rec.get("actor_uuid").cloned());
     }
     if let Some(Value::Object(client)) = rec.get("client") {

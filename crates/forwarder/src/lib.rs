@@ -25,6 +25,9 @@ use crate::metrics::{ForwarderMetrics, SinkLabels};
 use crate::sinks::{AnySink, BuildError};
 
 pub const SERVICE: &str = "forwarder";
+
+/// Messages (pages) per pull; the delivery splits them into requests of `max_events`.
+const PULL_MESSAGES: usize = 16;
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
 
@@ -129,14 +132,13 @@ async fn worker(
         consumer: names::sink_consumer(&config.name),
         source: e,
     };
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| consume_err(Box::new(e)))?;
     let in_flight = Arc::new(Semaphore::new(config.batch.in_flight));
     let mut deliveries = JoinSet::new();
     let mut last_pending_check = tokio::time::Instant::now() - Duration::from_secs(60);
-    'outer: loop {
+    // Pull only when a delivery slot is free: messages never wait client-side, unacknowledged
+    // and unwatched, while the SIEM is slow (they would be redelivered, then sent twice).
+    let expires = config.batch.timeout.0.max(Duration::from_millis(100));
+    loop {
         if last_pending_check.elapsed() >= Duration::from_secs(5) {
             let mut c = consumer.clone();
             if let Ok(info) = c.info().await {
@@ -147,39 +149,46 @@ async fn worker(
             }
             last_pending_check = tokio::time::Instant::now();
         }
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            // Wake up now and then so the pending gauge stays fresh on an idle stream.
-            _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
-            m = messages.next() => m,
-        };
-        let mut batch = Batch::default();
-        match first {
-            Some(Ok(m)) => add(&mut batch, m, &config),
-            Some(Err(e)) => {
-                tracing::warn!(sink = %config.name, error = %e, "pull from OP_EVENTS failed; continuing");
-                continue;
-            }
-            None => break,
-        }
-        let deadline = tokio::time::Instant::now() + config.batch.timeout.0;
-        while batch.records.len() < config.batch.max_events
-            && batch.bytes < config.batch.max_bytes.0 as usize
-        {
-            tokio::select! {
-                _ = shutdown.cancelled() => break 'outer,
-                _ = tokio::time::sleep_until(deadline) => break,
-                m = messages.next() => match m {
-                    Some(Ok(m)) => add(&mut batch, m, &config),
-                    Some(Err(e)) => tracing::warn!(sink = %config.name, error = %e, "pull from OP_EVENTS failed"),
-                    None => break,
-                },
-            }
-        }
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
             p = in_flight.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        let pull = consumer
+            .batch()
+            .max_messages(PULL_MESSAGES)
+            .expires(expires)
+            .messages()
+            .await;
+        let mut pulled = match pull {
+            Ok(p) => p,
+            Err(e) => {
+                let e = consume_err(Box::new(e));
+                tracing::warn!(sink = %config.name, error = %e, "pull from OP_EVENTS failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let mut batch = Batch::default();
+        loop {
+            let next = tokio::select! {
+                // Pulled but unacknowledged messages are redelivered after the ack wait.
+                _ = shutdown.cancelled() => break,
+                m = pulled.next() => m,
+            };
+            match next {
+                Some(Ok(m)) => add(&mut batch, m, &config),
+                Some(Err(e)) => tracing::debug!(sink = %config.name, error = %e, "pull ended"),
+                None => break,
+            }
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if batch.messages.is_empty() {
+            continue;
+        }
         let ctx = ctx.clone();
         let stop = shutdown.clone();
         deliveries.spawn(async move {

@@ -30,15 +30,19 @@ impl FileSink {
     }
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
-        let mut buf = Vec::with_capacity(records.iter().map(|r| r.body.len() + 1).sum());
-        for r in records {
-            buf.extend_from_slice(&r.body);
-            buf.push(b'\n');
-        }
+        let lines: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| {
+                let mut l = Vec::with_capacity(r.body.len() + 1);
+                l.extend_from_slice(&r.body);
+                l.push(b'\n');
+                l
+            })
+            .collect();
         let mut guard = self.file.clone().lock_owned().await;
         let path = self.path.clone();
         let max = self.max_bytes;
-        tokio::task::spawn_blocking(move || write_synced(&mut guard, &path, max, &buf))
+        tokio::task::spawn_blocking(move || write_synced(&mut guard, &path, max, &lines))
             .await
             .map_err(|e| SinkError::transient(format!("file writer task failed: {e}")))?
             .map_err(|e| {
@@ -48,40 +52,54 @@ impl FileSink {
     }
 }
 
+fn open(path: &PathBuf) -> std::io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Appends the lines, rotating whenever the next line would take the file past `max`, and
+/// syncs before returning: a batch is delivered only once it is on disk.
 fn write_synced(
     slot: &mut Option<File>,
     path: &PathBuf,
     max: Option<u64>,
-    buf: &[u8],
+    lines: &[Vec<u8>],
 ) -> std::io::Result<()> {
-    if slot.is_none() {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+    let result = (|| {
+        let mut file = match slot.take() {
+            Some(f) => f,
+            None => open(path)?,
+        };
+        let mut len = file.metadata()?.len();
+        let mut buf = Vec::new();
+        for line in lines {
+            if max.is_some_and(|m| len > 0 && len + line.len() as u64 > m) {
+                file.write_all(&buf)?;
+                buf.clear();
+                file.sync_all()?;
+                // The full file keeps a timestamped name; a fresh one takes its place.
+                let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+                let mut rotated = path.as_os_str().to_owned();
+                rotated.push(format!(".{stamp}"));
+                std::fs::rename(path, &rotated)?;
+                file = open(path)?;
+                len = 0;
+            }
+            buf.extend_from_slice(line);
+            len += line.len() as u64;
         }
-        *slot = Some(OpenOptions::new().create(true).append(true).open(path)?);
-    }
-    let Some(file) = slot.as_mut() else {
-        return Ok(());
-    };
-    if let Some(max) = max {
-        let len = file.metadata()?.len();
-        if len > 0 && len + buf.len() as u64 > max {
-            // Rotate: the full file keeps a timestamped name, a fresh one takes its place.
-            file.sync_all()?;
-            let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
-            let mut rotated = path.as_os_str().to_owned();
-            rotated.push(format!(".{stamp}"));
-            std::fs::rename(path, &rotated)?;
-            *slot = Some(OpenOptions::new().create(true).append(true).open(path)?);
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        Ok(file)
+    })();
+    match result {
+        Ok(file) => {
+            *slot = Some(file);
+            Ok(())
         }
+        // Reopen next time: the handle may point at a moved file or a full disk.
+        Err(e) => Err(e),
     }
-    let Some(file) = slot.as_mut() else {
-        return Ok(());
-    };
-    let result = file.write_all(buf).and_then(|_| file.sync_data());
-    if result.is_err() {
-        // Reopen next time: the handle may point at a file that was moved or a full disk.
-        *slot = None;
-    }
-    result
 }

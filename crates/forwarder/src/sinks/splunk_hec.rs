@@ -153,12 +153,13 @@ impl SplunkHec {
             if let Some(r) = &reply {
                 let what = format!("Splunk HEC {status}, code {}: {}", r.code, r.text);
                 match r.code {
-                    // Invalid data format / event field problems: that event is refused. HEC
-                    // indexes the events before it and stops, so the rest is retried.
+                    // Invalid data format / event field problems: that event is refused. Whether
+                    // HEC kept the events before it is not promised, so all the others are sent
+                    // again: a possible duplicate at Splunk rather than a possible loss.
                     5 | 6 | 12 | 13 => {
                         if let Some(bad) = r.invalid_event.filter(|i| *i < records.len()) {
                             return Ok(Outcome::Partial {
-                                retry: (bad + 1..records.len()).collect(),
+                                retry: (0..records.len()).filter(|i| *i != bad).collect(),
                                 rejected: vec![(bad, what)],
                             });
                         }

@@ -1,0 +1,330 @@
+//! Every sink against a receiver as strict as the real thing, with faults.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{es_receiver, hec_receiver, http_receiver, serve, Forwarder, Recv, Shared, World};
+use oprelay_events::Feed;
+use oprelay_testkit::eventually;
+
+fn shared() -> Shared {
+    Shared::new(std::sync::Mutex::new(Recv::default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sink_appends_syncs_and_rotates() {
+    let world = World::start().await;
+    let path = world.dir.path().join("out/archive.ndjson");
+    let ids = world.publish_events(Feed::ItemUsages, 10, 100).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"archive\"\ntype = \"file\"\npath = \"{}\"\nmax_bytes = \"200KiB\"\nbatch = {{ max_events = 250 }}\n",
+        path.display()
+    ));
+    let fwd = Forwarder::start(config);
+    let dir = path.parent().unwrap().to_owned();
+    let read_all = || {
+        let mut lines = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            lines.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("NDJSON")),
+            );
+        }
+        lines
+    };
+    eventually(
+        Duration::from_secs(30),
+        "1 000 records in the files",
+        || async { (read_all().len() >= 1000).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    let lines = read_all();
+    let got: HashSet<&str> = lines
+        .iter()
+        .map(|l| l["p_row_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1000, "each record once");
+    assert_eq!(got, ids.iter().map(String::as_str).collect());
+    let files = std::fs::read_dir(&dir).unwrap().count();
+    assert!(files >= 3, "rotated by size into {files} files");
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        assert!(
+            entry.metadata().unwrap().len() <= 210 * 1024,
+            "no file much over max_bytes"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_sink_survives_a_down_siem_and_random_5xx() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().down = true;
+    let addr = serve(http_receiver(state.clone(), Some("s3cret"))).await;
+    std::fs::write(world.dir.path().join("token"), "s3cret\n").unwrap();
+    let ids = world.publish_events(Feed::SignInAttempts, 5, 200).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\ntoken_file = \"{}\"\ngzip = true\nbatch = {{ max_events = 300, timeout = \"200ms\" }}\n",
+        world.dir.path().join("token").display()
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(20),
+        "attempts against the down receiver",
+        || async { (state.lock().unwrap().requests >= 3).then_some(()) },
+    )
+    .await;
+    {
+        let mut s = state.lock().unwrap();
+        s.down = false;
+        for code in [500, 502, 503, 429, 408] {
+            s.fail_next.push_back((code, "try later".into()));
+        }
+    }
+    eventually(
+        Duration::from_secs(60),
+        "every record at the receiver",
+        || async { (state.lock().unwrap().lines.len() >= 1000).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    let s = state.lock().unwrap();
+    let got: Vec<&str> = s
+        .lines
+        .iter()
+        .map(|l| l["p_row_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got.len(),
+        1000,
+        "nothing twice: a refused request was not accepted"
+    );
+    assert_eq!(
+        got.iter().copied().collect::<HashSet<_>>(),
+        ids.iter().map(String::as_str).collect()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_partial_failures_retry_alone_and_mapping_errors_dead_letter() {
+    let world = World::start().await;
+    let state = shared();
+    let addr = serve(es_receiver(state.clone())).await;
+    let ids = world.publish_events(Feed::AuditEvents, 4, 250).await;
+    // Some documents are throttled twice, one is already there (an earlier delivery).
+    {
+        let mut s = state.lock().unwrap();
+        for id in ids.iter().step_by(37) {
+            s.throttle.insert(id.clone(), 2);
+        }
+        s.docs
+            .insert(ids[5].clone(), ("old".into(), serde_json::json!({})));
+    }
+    // And one record the cluster refuses: a mapping error.
+    let poison = poison_batch(&world).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nendpoint = \"http://{addr}\"\nformat = \"ecs\"\nbatch = {{ max_events = 200, timeout = \"200ms\" }}\n"
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(60),
+        "every document indexed",
+        || async { (state.lock().unwrap().docs.len() > ids.len()).then_some(()) },
+    )
+    .await;
+    let dlq = eventually(
+        Duration::from_secs(30),
+        "the mapping error in the DLQ",
+        || async {
+            let d = world.dlq().await;
+            (!d.is_empty()).then_some(d)
+        },
+    )
+    .await;
+    fwd.stop().await;
+    let s = state.lock().unwrap();
+    for id in &ids {
+        let (index, doc) = &s.docs[id];
+        if id != &ids[5] {
+            assert!(
+                index.starts_with("oprelay-onepassword-auditevent-"),
+                "{index}"
+            );
+            assert_eq!(
+                doc["oprelay"]["row_id"],
+                serde_json::json!(id),
+                "ECS document keyed by p_row_id"
+            );
+            assert!(
+                doc["@timestamp"].is_string()
+                    && doc["event"]["dataset"] == "1password.audit_events"
+            );
+        }
+    }
+    assert_eq!(
+        s.docs.len(),
+        ids.len() + 1,
+        "every record once, plus the poison batch's good record"
+    );
+    assert!(
+        s.conflicts >= 1,
+        "the existing document answered 409 and counted as delivered"
+    );
+    assert_eq!(dlq.len(), 1);
+    assert!(
+        dlq[0].0.contains("document_parsing_exception"),
+        "{}",
+        dlq[0].0
+    );
+    assert!(String::from_utf8_lossy(&dlq[0].1).contains(&poison));
+}
+
+/// Publishes a batch of two records, one of which the receivers refuse; returns its uuid.
+async fn poison_batch(world: &World) -> String {
+    use oprelay_bus::Outgoing;
+    let good = r#"{"uuid":"GOOD1","timestamp":"2026-03-01T00:00:00Z","p_log_type":"OnePassword.AuditEvent","p_row_id":"good0000000000000000000000000001","p_event_time":"2026-03-01 00:00:00.000000000","p_parse_time":"2026-03-01 00:00:01.000000000","p_source_id":"s","p_source_label":"L"}"#;
+    let bad = r#"{"uuid":"MAPPING_BOOM HEC_BOOM","timestamp":"2026-03-01T00:00:00Z","p_log_type":"OnePassword.AuditEvent","p_row_id":"bad00000000000000000000000000001","p_event_time":"2026-03-01 00:00:00.000000000","p_parse_time":"2026-03-01 00:00:01.000000000","p_source_id":"s","p_source_label":"L"}"#;
+    world
+        .bus
+        .publish(Outgoing::new(
+            "op.events.acme.audit_events",
+            "events:poison",
+            format!("{good}\n{bad}\n"),
+        ))
+        .await
+        .unwrap();
+    "MAPPING_BOOM".into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_with_indexer_acknowledgement() {
+    let world = World::start().await;
+    let state = shared();
+    let addr = serve(hec_receiver(state.clone(), "hec-token-1", true)).await;
+    std::fs::write(world.dir.path().join("hec"), "hec-token-1").unwrap();
+    let ids = world.publish_events(Feed::ItemUsages, 3, 100).await;
+    poison_batch(&world).await;
+    state
+        .lock()
+        .unwrap()
+        .fail_next
+        .push_back((503, r#"{"text":"Server is busy","code":9}"#.into()));
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nendpoint = \"http://{addr}\"\ntoken_file = \"{}\"\nack = true\nindex = \"security\"\nbatch = {{ max_events = 100, timeout = \"200ms\" }}\n",
+        world.dir.path().join("hec").display()
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(60),
+        "all events indexed and the dead letter",
+        || async {
+            let indexed = {
+                let s = state.lock().unwrap();
+                s.hec_events.len() > ids.len()
+                    && s.acks_polled.len() as u64 == s.next_ack
+                    && s.acks_polled.values().all(|n| *n >= 2)
+            };
+            (indexed && !world.dlq().await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+    let dlq = world.dlq().await;
+    let s = state.lock().unwrap();
+    let got: Vec<&str> = s
+        .hec_events
+        .iter()
+        .filter_map(|e| e["event"]["p_row_id"].as_str())
+        .collect();
+    assert_eq!(
+        got.len(),
+        ids.len() + 1,
+        "each event once, plus the poison batch's good one"
+    );
+    assert!(ids.iter().all(|id| got.contains(&id.as_str())));
+    let e = &s.hec_events[0];
+    assert_eq!(e["sourcetype"], "1password:item_usages");
+    assert_eq!(e["index"], "security");
+    assert!(e["time"].as_f64().unwrap() > 1.0e9, "epoch seconds");
+    assert!(
+        s.acks_polled.values().all(|n| *n >= 2),
+        "every request was confirmed indexed before the ack"
+    );
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("Invalid data format"), "{}", dlq[0].0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_sink_holds_back_nothing_else() {
+    let world = World::start().await;
+    let (dead, alive) = (shared(), shared());
+    dead.lock().unwrap().down = true;
+    let dead_addr = serve(http_receiver(dead.clone(), None)).await;
+    let alive_addr = serve(http_receiver(alive.clone(), None)).await;
+    world.publish_events(Feed::ItemUsages, 4, 100).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"dead\"\ntype = \"http\"\nendpoint = \"http://{dead_addr}/ingest\"\n\
+         [[sinks]]\nname = \"alive\"\ntype = \"http\"\nendpoint = \"http://{alive_addr}/ingest\"\nencoding = \"json_array\"\nformat = \"raw\"\n"
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(30),
+        "the working sink to get everything",
+        || async { (alive.lock().unwrap().lines.len() >= 400).then_some(()) },
+    )
+    .await;
+    assert!(dead.lock().unwrap().lines.is_empty());
+    let raw = alive.lock().unwrap().lines[0].clone();
+    assert!(
+        raw.get("p_row_id").is_none() && raw.get("uuid").is_some(),
+        "raw format is the original event"
+    );
+    // The dead sink comes back: it catches up on its own.
+    dead.lock().unwrap().down = false;
+    eventually(
+        Duration::from_secs(60),
+        "the recovered sink to catch up",
+        || async { (dead.lock().unwrap().lines.len() >= 400).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    assert_eq!(dead.lock().unwrap().lines.len(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_batch_no_loss_and_no_duplicate_at_elasticsearch() {
+    let world = World::start().await;
+    let state = shared();
+    let addr = serve(es_receiver(state.clone())).await;
+    let ids = world.publish_events(Feed::ItemUsages, 20, 100).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"es\"\ntype = \"elasticsearch\"\nendpoint = \"http://{addr}\"\nbatch = {{ max_events = 150, timeout = \"100ms\" }}\n"
+    ));
+    for target in [300usize, 900] {
+        let fwd = Forwarder::start(config.clone());
+        eventually(
+            Duration::from_secs(30),
+            "progress before the kill",
+            || async { (state.lock().unwrap().docs.len() >= target).then_some(()) },
+        )
+        .await;
+        fwd.crash();
+    }
+    let fwd = Forwarder::start(config);
+    eventually(Duration::from_secs(60), "every document", || async {
+        (state.lock().unwrap().docs.len() >= ids.len()).then_some(())
+    })
+    .await;
+    fwd.stop().await;
+    let s = state.lock().unwrap();
+    assert_eq!(
+        s.docs.len(),
+        ids.len(),
+        "one document per record: redeliveries met their own _id"
+    );
+    assert!(ids.iter().all(|id| s.docs.contains_key(id)));
+}
