@@ -198,6 +198,7 @@ async fn worker(
         while deliveries.try_join_next().is_some() {}
     }
     while deliveries.join_next().await.is_some() {}
+    ctx.sink.close().await;
     Ok(())
 }
 

@@ -113,6 +113,13 @@ impl AnySink {
         })
     }
 
+    /// Releases connections at shutdown.
+    pub async fn close(&self) {
+        if let AnySink::Syslog(s) = self {
+            s.close().await;
+        }
+    }
+
     /// Sends the records in one request (or one write).
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         match self {

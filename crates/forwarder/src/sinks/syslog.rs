@@ -278,6 +278,23 @@ impl Syslog {
     }
 }
 
+impl Syslog {
+    /// Closes the connection cleanly: TLS `close_notify` as RFC 5425 asks, TCP FIN.
+    pub async fn close(&self) {
+        if let Some(conn) = self.conn.lock().await.take() {
+            match conn {
+                Conn::Tcp(mut s) => {
+                    let _ = s.shutdown().await;
+                }
+                Conn::Tls(mut s) => {
+                    let _ = s.shutdown().await;
+                }
+                Conn::Udp(_) => {}
+            }
+        }
+    }
+}
+
 /// Octet counting: `MSG-LEN SP SYSLOG-MSG`, safe for messages with any bytes in them.
 async fn write_framed<W: AsyncWrite + Unpin>(
     w: &mut W,

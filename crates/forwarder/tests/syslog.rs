@@ -1,0 +1,145 @@
+//! The syslog sink against a real rsyslog (Debian's package): RFC 5424 over TCP with octet
+//! counting, and over TLS (RFC 5425) with a private CA.
+
+mod common;
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use common::{Forwarder, World};
+use oprelay_events::Feed;
+use oprelay_testkit::{eventually, TestPki};
+
+struct Rsyslog {
+    child: Child,
+    port: u16,
+    out: std::path::PathBuf,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts rsyslogd in the foreground with only an imtcp input writing MSGID, APP-NAME and MSG
+/// of every message to a file. `tls`: the PKI for a gtls listener.
+async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
+    let port = free_port();
+    let out = dir.join("received.log");
+    let work = dir.join("rsyslog-work");
+    std::fs::create_dir_all(&work).unwrap();
+    let global_tls = tls
+        .map(|p| {
+            format!(
+                " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
+                p.ca_cert.display(),
+                p.server_cert.display(),
+                p.server_key.display()
+            )
+        })
+        .unwrap_or_default();
+    let module = if tls.is_some() {
+        "module(load=\"imtcp\" StreamDriver.Name=\"gtls\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")"
+    } else {
+        "module(load=\"imtcp\")"
+    };
+    let conf = format!(
+        "global(workDirectory=\"{work}\" maxMessageSize=\"64k\"{global_tls})\n{module}\n\
+         input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
+         template(name=\"fields\" type=\"string\" string=\"%msgid%|%app-name%|%pri%|%msg%\\n\")\n\
+         action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n",
+        work = work.display(),
+        out = out.display()
+    );
+    let conf_path = dir.join("rsyslog.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("rsyslogd");
+    let child = Command::new(bin)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf_path)
+        .arg("-i")
+        .arg(dir.join("rsyslog.pid"))
+        .spawn()
+        .expect("rsyslogd starts (apt-get install rsyslog rsyslog-gnutls)");
+    eventually(Duration::from_secs(20), "rsyslog listening", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    Rsyslog { child, port, out }
+}
+
+fn received(r: &Rsyslog) -> Vec<(String, String, String, serde_json::Value)> {
+    std::fs::read_to_string(&r.out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(4, '|');
+            let (msgid, app, pri, msg) =
+                (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            let json = serde_json::from_str(msg.trim_start_matches('\u{feff}').trim()).ok()?;
+            Some((msgid.to_owned(), app.to_owned(), pri.to_owned(), json))
+        })
+        .collect()
+}
+
+async fn check(tls: bool) {
+    let world = World::start().await;
+    let pki = tls.then(|| TestPki::generate(world.dir.path()));
+    let rsyslog = rsyslog(world.dir.path(), pki.as_ref()).await;
+    let ids = world.publish_events(Feed::AuditEvents, 3, 100).await;
+    let tls_keys = pki
+        .as_ref()
+        .map(|p| {
+            format!(
+                "transport = \"tls\"\ntls = {{ ca_file = \"{}\" }}\n",
+                p.ca_cert.display()
+            )
+        })
+        .unwrap_or_else(|| "transport = \"tcp\"\n".into());
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"localhost:{}\"\n{tls_keys}batch = {{ max_events = 64, timeout = \"100ms\" }}\n",
+        rsyslog.port
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(60),
+        "every record at rsyslog",
+        || async { (received(&rsyslog).len() >= ids.len()).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    let got = received(&rsyslog);
+    assert_eq!(got.len(), ids.len(), "each record once");
+    for (msgid, app, pri, json) in &got {
+        assert_eq!(msgid, "OnePassword.AuditEvent");
+        assert_eq!(app, "oprelay");
+        assert_eq!(pri, "86", "authpriv.info");
+        assert!(ids.contains(&json["p_row_id"].as_str().unwrap().to_owned()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5424_over_tcp_with_octet_counting() {
+    check(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5425_over_tls_with_a_private_ca() {
+    check(true).await;
+}
