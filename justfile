@@ -8,9 +8,9 @@ test:
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     cargo test --workspace
 
-# The local demo: the 1Password simulator with a backfill and a live stream.
+# The local demo: the whole pipeline against the 1Password simulator, into a file sink.
 demo:
-    cargo build --release --quiet -p opsim
+    cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-ctl
     scripts/demo.sh
 
 # Format the code.
@@ -18,7 +18,7 @@ fmt:
     cargo fmt --all
 
 # Every benchmark; each prints its own figures.
-bench: bench-fetcher bench-normalizer
+bench: bench-fetcher bench-normalizer bench-forwarder
 
 # Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
 bench-fetcher:
@@ -28,6 +28,11 @@ bench-fetcher:
 # Normalizer hot path against the serde_json floor, and the 100 000-row lookup index's memory.
 bench-normalizer:
     cargo bench --quiet -p oprelay-normalizer --bench normalize
+
+# Forwarder throughput to a file sink and to a local HTTP receiver, CPU per 100 000 records.
+bench-forwarder:
+    cargo build --release --quiet -p oprelay-forwarder
+    cargo bench --quiet -p oprelay-forwarder --bench forward
 
 # Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
 fuzz seconds="60":

@@ -1,47 +1,93 @@
 #!/usr/bin/env bash
-# Local demo: starts opsim (a faithful 1Password Events API simulator) with a backfill and a
-# live stream, then follows the item-usage feed the way oprelay's fetcher does — drain while
-# has_more, keep the cursor, poll again — printing each event as it arrives. Ctrl-C stops it.
+# The local demo: the whole pipeline against the 1Password simulator.
+#
+# Starts a throw-away nats-server (JetStream, temp dir), opsim with a backfill and a live
+# stream, imports the simulated account's item, vault and user names as lookups, then the
+# fetcher, normalizer and forwarder. Records land, enriched, in an NDJSON file sink; this
+# script shows them arriving until Ctrl-C, then stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bin=target/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  echo
+  echo "demo: stopping"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 
-port=${OPSIM_PORT:-8787}
-target/release/opsim serve --listen "127.0.0.1:$port" --backfill 50 --backfill-span 1h \
-  --rate 0.5 --token-file "$work/token" >/dev/null &
-pids+=($!)
-for _ in $(seq 50); do [ -s "$work/token" ] && break; sleep 0.1; done
-[ -s "$work/token" ] || { echo "demo: opsim did not start" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+nats_port=$(free_port)
+sim_port=$(free_port)
 
-api="http://127.0.0.1:$port/api/v2/itemusages"
-auth="Authorization: Bearer $(cat "$work/token")"
-echo "demo: opsim serves the 1Password Events API at http://127.0.0.1:$port"
-echo "demo: introspection: $(curl -fsS -H "$auth" "http://127.0.0.1:$port/api/v2/auth/introspect")"
-echo "demo: following item usages (Ctrl-C to stop)"
-body='{"limit":100,"start_time":"2000-01-01T00:00:00Z"}'
-total=0
-while true; do
-  page=$(curl -fsS -H "$auth" -H 'content-type: application/json' -d "$body" "$api")
-  summary=$(printf '%s' "$page" | python3 -c '
-import json, sys
-p = json.load(sys.stdin)
-for e in p["items"]:
-    print(f"  {e[\"timestamp\"]}  {e[\"action\"]:<20} {e[\"user\"][\"email\"]:<32} item {e[\"item_uuid\"]}")
-print(json.dumps({"cursor": p["cursor"], "has_more": p["has_more"], "n": len(p["items"])}))')
-  printf '%s\n' "$summary" | sed '$d'
-  meta=$(printf '%s\n' "$summary" | tail -n 1)
-  total=$((total + $(printf '%s' "$meta" | python3 -c 'import json,sys; print(json.load(sys.stdin)["n"])')))
-  body=$(printf '%s' "$meta" | python3 -c 'import json,sys; print(json.dumps({"cursor": json.load(sys.stdin)["cursor"]}))')
-  if [ "$(printf '%s' "$meta" | python3 -c 'import json,sys; print(json.load(sys.stdin)["has_more"])')" = False ]; then
-    echo "demo: caught up after $total events; polling again in 5 s"
-    sleep 5
-  fi
-done
+nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+"$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
+pids+=($!)
+
+"$bin/opsim" serve --listen "127.0.0.1:$sim_port" --backfill 2000 --backfill-span 2h \
+  --rate 2 --token-file "$work/token" >/dev/null 2>"$work/opsim.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/token" ] && break; sleep 0.1; done
+[ -s "$work/token" ] || { echo "demo: opsim did not start; see $work/opsim.log" >&2; exit 1; }
+
+cat >"$work/oprelay.toml" <<TOML
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+
+[telemetry]
+log_format = "pretty"
+log_level = "warn"
+
+[[accounts]]
+name = "demo"
+label = "Demo 1Password (simulated)"
+base_url = "http://127.0.0.1:$sim_port"
+token_file = "$work/token"
+start_time = "2000-01-01T00:00:00Z"
+poll_interval = "5s"
+
+[[sinks]]
+name = "archive"
+type = "file"
+path = "$work/siem/events.ndjson"
+batch = { max_events = 500, timeout = "500ms" }
+TOML
+export OPRELAY_CONFIG="$work/oprelay.toml"
+
+echo "demo: importing the simulated account's names (op item/vault/user list format)"
+for kind in items vaults users; do "$bin/opsim" directory --kind "$kind" >"$work/$kind.json"; done
+"$bin/oprelay" lookups import "$work/items.json" "$work/vaults.json" "$work/users.json" | sed 's/^/  /'
+
+# Each service on its own admin port, as on one host.
+OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-fetcher" 2>"$work/fetcher.log" &
+pids+=($!)
+OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-normalizer" 2>"$work/normalizer.log" &
+pids+=($!)
+OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-forwarder" 2>"$work/forwarder.log" &
+pids+=($!)
+
+out="$work/siem/events.ndjson"
+echo "demo: 1Password (opsim) → fetcher → NATS → normalizer → forwarder → $out"
+echo "demo: 3 × 2 000 backfilled events, then 2 live events per second per feed. Ctrl-C stops."
+for _ in $(seq 300); do [ -s "$out" ] && break; sleep 0.2; done
+tail -n +1 -F "$out" 2>/dev/null | python3 -u -c '
+import json, sys, collections
+seen = collections.Counter()
+for n, line in enumerate(sys.stdin, 1):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    seen[r["p_log_type"]] += 1
+    enr = r.get("p_enrichment", {}).get("1Password Translation", {})
+    what = enr.get("item_uuid", {}).get("title") or r.get("action") or r.get("category") or ""
+    who = (r.get("user") or r.get("target_user") or r.get("actor_details") or {}).get("email", "")
+    if n <= 5 or n % 500 == 0 or n > 6000:
+        print(f"{r[\"p_event_time\"][:19]}  {r[\"p_log_type\"]:<26} {who:<34} {what}")
+    if n % 500 == 0 or (n > 6000 and n % 10 == 0):
+        print("  delivered so far: " + ", ".join(f"{k.split(\".\")[1]} {v}" for k, v in sorted(seen.items())))
+'

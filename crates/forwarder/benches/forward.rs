@@ -1,0 +1,92 @@
+//! Forwarder throughput: OP_EVENTS → a file sink, and → a local HTTP receiver.
+//!
+//! Normalized records are published first; then the real `oprelay-forwarder` binary runs as
+//! its own process until the sink has them all. Prints records/s and the forwarder's CPU
+//! seconds per 100 000 records (from /proc). Run with `just bench-forwarder`.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::routing::post;
+use oprelay_bus::{Bus, NatsSettings, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{AccountName, Feed};
+use oprelay_normalizer::lookup::LookupIndex;
+use oprelay_normalizer::normalize::{normalize_page, Source};
+use oprelay_testkit::{binary, NatsServer};
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / 100.0
+}
+
+async fn publish(bus: &Bus, pages: u64) -> usize {
+    let sim = opsim::Sim::new(opsim::SimConfig { backfill: 1000, ..Default::default() });
+    let items: Vec<serde_json::Value> = (0..1000).map(|i| sim.event(Feed::ItemUsages, i)).collect();
+    let raw = serde_json::to_vec(&serde_json::json!({"cursor": "c", "has_more": true, "items": items})).unwrap();
+    let page = normalize_page(&raw, Feed::ItemUsages, &Source::for_account("bench", None, None), &mut LookupIndex::new(), time::OffsetDateTime::now_utc());
+    let acme = AccountName::new("bench").unwrap();
+    for p in 0..pages {
+        bus.publish(
+            Outgoing::new(names::events_subject(&acme, Feed::ItemUsages), format!("events:{p}"), page.ndjson.clone())
+                .header(header::COUNT, page.count),
+        )
+        .await
+        .unwrap();
+    }
+    page.count * pages as usize
+}
+
+async fn run(label: &str, nats: &NatsServer, dir: &std::path::Path, sink: &str, total: usize, done: impl Fn() -> usize) {
+    let config = dir.join(format!("{label}.toml"));
+    std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(binary("oprelay-forwarder")).arg("--config").arg(&config).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    while done() < total {
+        assert!(started.elapsed() < Duration::from_secs(600), "{label}: not done in 10 min");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("{label:<14} {total} records in {wall:.2} s = {:>9.0} records/s; forwarder CPU {:.3} s per 100 000 records", total as f64 / wall, cpu * 100_000.0 / total as f64);
+}
+
+#[tokio::main]
+async fn main() {
+    let pages: u64 = std::env::var("BENCH_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let nats = NatsServer::start();
+    let bus = Bus::connect(&NatsSettings { url: nats.url(), ..Default::default() }).await.unwrap();
+    bus.provision(&Default::default()).await.unwrap();
+    let total = publish(&bus, pages).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = dir.path().join("out.ndjson");
+    let counted = out.clone();
+    let lines = move || std::fs::read(&counted).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0);
+    run("file sink", &nats, dir.path(), &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, lines).await;
+
+    let received = Arc::new(AtomicUsize::new(0));
+    let count = received.clone();
+    let app = axum::Router::new().route(
+        "/ingest",
+        post(move |body: Bytes| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(body.iter().filter(|c| **c == b'\n').count(), Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let got = received.clone();
+    run("http sink", &nats, dir.path(), &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, move || got.load(Ordering::Relaxed)).await;
+}
