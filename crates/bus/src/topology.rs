@@ -113,6 +113,7 @@ impl Topology {
                 1,
                 "oprelay: UUID to name lookup rows",
             ),
+            bucket(names::BUCKET_HEALTH, 1, "oprelay: healthwatch alarm states"),
         ]
     }
 }

@@ -12,6 +12,8 @@ pub const BUCKET_CURSORS: &str = "OP_CURSORS";
 pub const BUCKET_LEASES: &str = "OP_LEASES";
 pub const BUCKET_STATUS: &str = "OP_STATUS";
 pub const BUCKET_LOOKUPS: &str = "OP_LOOKUPS";
+/// healthwatch's alarm states, so a restart neither re-notifies nor forgets an open alarm.
+pub const BUCKET_HEALTH: &str = "OP_HEALTH";
 
 /// Subject filters each stream captures.
 pub const SUBJECTS_RAW: &str = "op.raw.>";

@@ -22,19 +22,36 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<&str> = after.split_whitespace().collect();
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)) / 100.0
+    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        / 100.0
 }
 
 async fn publish(bus: &Bus, pages: u64) -> usize {
-    let sim = opsim::Sim::new(opsim::SimConfig { backfill: 1000, ..Default::default() });
+    let sim = opsim::Sim::new(opsim::SimConfig {
+        backfill: 1000,
+        ..Default::default()
+    });
     let items: Vec<serde_json::Value> = (0..1000).map(|i| sim.event(Feed::ItemUsages, i)).collect();
-    let raw = serde_json::to_vec(&serde_json::json!({"cursor": "c", "has_more": true, "items": items})).unwrap();
-    let page = normalize_page(&raw, Feed::ItemUsages, &Source::for_account("bench", None, None), &mut LookupIndex::new(), time::OffsetDateTime::now_utc());
+    let raw =
+        serde_json::to_vec(&serde_json::json!({"cursor": "c", "has_more": true, "items": items}))
+            .unwrap();
+    let page = normalize_page(
+        &raw,
+        Feed::ItemUsages,
+        &Source::for_account("bench", None, None),
+        &mut LookupIndex::new(),
+        time::OffsetDateTime::now_utc(),
+    );
     let acme = AccountName::new("bench").unwrap();
     for p in 0..pages {
         bus.publish(
-            Outgoing::new(names::events_subject(&acme, Feed::ItemUsages), format!("events:{p}"), page.ndjson.clone())
-                .header(header::COUNT, page.count),
+            Outgoing::new(
+                names::events_subject(&acme, Feed::ItemUsages),
+                format!("events:{p}"),
+                page.ndjson.clone(),
+            )
+            .header(header::COUNT, page.count),
         )
         .await
         .unwrap();
@@ -42,13 +59,29 @@ async fn publish(bus: &Bus, pages: u64) -> usize {
     page.count * pages as usize
 }
 
-async fn run(label: &str, nats: &NatsServer, dir: &std::path::Path, sink: &str, total: usize, done: impl Fn() -> usize) {
+async fn run(
+    label: &str,
+    nats: &NatsServer,
+    dir: &std::path::Path,
+    sink: &str,
+    total: usize,
+    done: impl Fn() -> usize,
+) {
     let config = dir.join(format!("{label}.toml"));
     std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
     let started = Instant::now();
-    let mut child = Command::new(binary("oprelay-forwarder")).arg("--config").arg(&config).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let mut child = Command::new(binary("oprelay-forwarder"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
     while done() < total {
-        assert!(started.elapsed() < Duration::from_secs(600), "{label}: not done in 10 min");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{label}: not done in 10 min"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wall = started.elapsed().as_secs_f64();
@@ -60,16 +93,28 @@ async fn run(label: &str, nats: &NatsServer, dir: &std::path::Path, sink: &str, 
 
 #[tokio::main]
 async fn main() {
-    let pages: u64 = std::env::var("BENCH_PAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let pages: u64 = std::env::var("BENCH_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let nats = NatsServer::start();
-    let bus = Bus::connect(&NatsSettings { url: nats.url(), ..Default::default() }).await.unwrap();
+    let bus = Bus::connect(&NatsSettings {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     bus.provision(&Default::default()).await.unwrap();
     let total = publish(&bus, pages).await;
     let dir = tempfile::tempdir().unwrap();
 
     let out = dir.path().join("out.ndjson");
     let counted = out.clone();
-    let lines = move || std::fs::read(&counted).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0);
+    let lines = move || {
+        std::fs::read(&counted)
+            .map(|b| b.iter().filter(|c| **c == b'\n').count())
+            .unwrap_or(0)
+    };
     run("file sink", &nats, dir.path(), &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, lines).await;
 
     let received = Arc::new(AtomicUsize::new(0));
@@ -79,7 +124,10 @@ async fn main() {
         post(move |body: Bytes| {
             let count = count.clone();
             async move {
-                count.fetch_add(body.iter().filter(|c| **c == b'\n').count(), Ordering::Relaxed);
+                count.fetch_add(
+                    body.iter().filter(|c| **c == b'\n').count(),
+                    Ordering::Relaxed,
+                );
                 "ok"
             }
         }),

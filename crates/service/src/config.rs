@@ -438,6 +438,47 @@ pub struct HealthwatchConfig {
     pub dropoff_overrides: BTreeMap<String, HumanDuration>,
     #[serde(default)]
     pub notify: Vec<NotifyConfig>,
+    /// `token_expiring` fires this long before the token's `exp`.
+    #[serde(default = "default_token_warning")]
+    pub token_expiry_warning: HumanDuration,
+    /// `fetch_failing` fires after this many failed polls in a row…
+    #[serde(default = "default_fetch_failures")]
+    pub fetch_failures: u32,
+    /// …or when no poll succeeded for this long.
+    #[serde(default = "default_fetch_silence")]
+    pub fetch_silence: HumanDuration,
+    /// `sink_stalled` fires when a sink has messages waiting and delivered none for this long.
+    #[serde(default = "default_sink_stall")]
+    pub sink_stalled_after: HumanDuration,
+    /// How often alarms are evaluated.
+    #[serde(default = "default_eval_interval")]
+    pub interval: HumanDuration,
+}
+
+fn default_token_warning() -> HumanDuration {
+    HumanDuration::secs(7 * 86_400)
+}
+fn default_fetch_failures() -> u32 {
+    5
+}
+fn default_fetch_silence() -> HumanDuration {
+    HumanDuration::secs(30 * 60)
+}
+fn default_sink_stall() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
+}
+fn default_eval_interval() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+
+impl HealthwatchConfig {
+    /// The drop-off window of one feed: its override, or the default.
+    pub fn dropoff_for(&self, account: &str, feed: Feed) -> std::time::Duration {
+        self.dropoff_overrides
+            .get(&format!("{account}.{feed}"))
+            .unwrap_or(&self.dropoff_after)
+            .0
+    }
 }
 
 fn default_dropoff() -> HumanDuration {
@@ -450,6 +491,11 @@ impl Default for HealthwatchConfig {
             dropoff_after: default_dropoff(),
             dropoff_overrides: BTreeMap::new(),
             notify: Vec::new(),
+            token_expiry_warning: default_token_warning(),
+            fetch_failures: default_fetch_failures(),
+            fetch_silence: default_fetch_silence(),
+            sink_stalled_after: default_sink_stall(),
+            interval: default_eval_interval(),
         }
     }
 }

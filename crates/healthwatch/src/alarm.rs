@@ -1,0 +1,259 @@
+//! Alarm states and their transitions: the part of healthwatch that decides, kept free of I/O
+//! so every rule is tested with plain values.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use oprelay_events::{Alarm, AlarmKind, AlarmState, Feed};
+
+/// What one check saw this round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub state: AlarmState,
+    pub message: String,
+    pub last_event_at: Option<OffsetDateTime>,
+}
+
+/// One alarm's persistent record in `OP_HEALTH`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AlarmRecord {
+    /// Stable for an episode: set on entering ALARM, kept on resolving.
+    pub id: String,
+    pub kind: AlarmKind,
+    pub account: String,
+    pub feed: Option<Feed>,
+    pub state: AlarmState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+    pub message: String,
+    pub runbook: String,
+    /// When healthwatch first looked at this: "never produced anything" is INSUFFICIENT_DATA
+    /// until one window has passed since then.
+    #[serde(with = "time::serde::rfc3339")]
+    pub watching_since: OffsetDateTime,
+    /// The last state each notifier confirmed delivering (`ALARM` or `OK` after an alarm).
+    #[serde(default)]
+    pub notified: BTreeMap<String, AlarmState>,
+    /// A notifier delivery under way: which replica took it, and until when. Another replica
+    /// takes over only after it expires, so two replicas never both send.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Claim>,
+    /// Check-specific progress marker (a stream sequence) and when it last moved.
+    #[serde(default)]
+    pub progress: Option<u64>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub progress_at: Option<OffsetDateTime>,
+}
+
+impl AlarmRecord {
+    pub fn new(kind: AlarmKind, account: &str, feed: Option<Feed>, now: OffsetDateTime) -> Self {
+        AlarmRecord {
+            id: String::new(),
+            kind,
+            account: account.to_owned(),
+            feed,
+            state: AlarmState::InsufficientData,
+            since: now,
+            last_event_at: None,
+            message: String::new(),
+            runbook: runbook(kind).to_owned(),
+            watching_since: now,
+            notified: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            progress: None,
+            progress_at: None,
+        }
+    }
+
+    /// Applies an observation; returns the public alarm when the state changed.
+    pub fn apply(&mut self, seen: Observation, now: OffsetDateTime) -> Option<Alarm> {
+        self.last_event_at = seen.last_event_at.or(self.last_event_at);
+        if seen.state == self.state {
+            self.message = seen.message;
+            return None;
+        }
+        if seen.state == AlarmState::Alarm {
+            self.id = format!(
+                "{}-{}-{}",
+                self.kind,
+                self.scope().replace('.', "-"),
+                now.unix_timestamp()
+            );
+        }
+        self.state = seen.state;
+        self.since = now;
+        self.message = seen.message;
+        Some(self.public())
+    }
+
+    /// `{account}.{feed}`, or `{account}.{name}` for pipeline-wide alarms.
+    pub fn scope(&self) -> String {
+        match self.feed {
+            Some(f) => format!("{}.{f}", self.account),
+            None => self.account.clone(),
+        }
+    }
+
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.kind, self.scope())
+    }
+
+    pub fn public(&self) -> Alarm {
+        Alarm {
+            id: self.id.clone(),
+            kind: self.kind,
+            state: self.state,
+            account: self.account.clone(),
+            feed: self.feed,
+            since: self.since,
+            last_event_at: self.last_event_at,
+            message: self.message.clone(),
+            runbook: self.runbook.clone(),
+        }
+    }
+
+    /// What notifier `name` still owes: the alarm, or its resolution. One of each per episode.
+    pub fn owed(&self, name: &str) -> Option<AlarmState> {
+        let told = self.notified.get(name).copied();
+        match self.state {
+            AlarmState::Alarm if told != Some(AlarmState::Alarm) => Some(AlarmState::Alarm),
+            AlarmState::Ok if told == Some(AlarmState::Alarm) => Some(AlarmState::Ok),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Claim {
+    pub owner: String,
+    pub state: AlarmState,
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+}
+
+pub fn runbook(kind: AlarmKind) -> &'static str {
+    match kind {
+        AlarmKind::Dropoff => "Check oprelay status for the feed: fetch errors point at the token or the API, a growing sink backlog at the SIEM. Item usages can arrive up to a day late; a quiet weekend may be real.",
+        AlarmKind::TokenRejected => "1Password refuses the token: it was revoked, expired or lacks the feed. Issue a new Events Reporting token and update the Secret; the fetcher re-reads the file.",
+        AlarmKind::TokenExpiring => "The Events Reporting token expires soon. Issue a new token in 1Password and update the Secret before it does.",
+        AlarmKind::FetchFailing => "The fetcher cannot poll this feed. See last_error in `oprelay status` and the fetcher's logs (network, 429s, 5xx from 1Password).",
+        AlarmKind::SinkStalled => "A SIEM is not accepting records. Check the forwarder's logs and the SIEM's health; nothing is lost, the backlog waits in NATS.",
+        AlarmKind::DlqGrowing => "Records are being dead-lettered. Inspect them with `oprelay dlq list` / `show`, fix the cause, then `oprelay dlq replay`.",
+    }
+}
+
+/// The drop-off rule: quiet for the window → ALARM; never seen and watched for less than the
+/// window → INSUFFICIENT_DATA.
+pub fn dropoff(
+    last_arrival: Option<OffsetDateTime>,
+    watching_since: OffsetDateTime,
+    window: std::time::Duration,
+    now: OffsetDateTime,
+    what: &str,
+) -> Observation {
+    let human = |d: time::Duration| {
+        let m = d.whole_minutes();
+        if m >= 120 {
+            format!("{} h", m / 60)
+        } else {
+            format!("{m} min")
+        }
+    };
+    let window_t = time::Duration::try_from(window).unwrap_or(time::Duration::DAY);
+    match last_arrival {
+        Some(t) if now - t < window_t => Observation {
+            state: AlarmState::Ok,
+            message: format!("{what}: events arriving"),
+            last_event_at: Some(t),
+        },
+        Some(t) => Observation {
+            state: AlarmState::Alarm,
+            message: format!(
+                "{what}: no events for {} (threshold {})",
+                human(now - t),
+                human(window_t)
+            ),
+            last_event_at: Some(t),
+        },
+        None if now - watching_since < window_t => Observation {
+            state: AlarmState::InsufficientData,
+            message: format!("{what}: no events seen yet"),
+            last_event_at: None,
+        },
+        None => Observation {
+            state: AlarmState::Alarm,
+            message: format!(
+                "{what}: no events at all since healthwatch started watching {} ago (threshold {})",
+                human(now - watching_since),
+                human(window_t)
+            ),
+            last_event_at: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn t(min: i64) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap() + time::Duration::minutes(min)
+    }
+
+    #[test]
+    fn dropoff_states() {
+        let w = Duration::from_secs(15 * 60);
+        assert_eq!(
+            dropoff(Some(t(0)), t(0), w, t(10), "f").state,
+            AlarmState::Ok
+        );
+        assert_eq!(
+            dropoff(Some(t(0)), t(0), w, t(15), "f").state,
+            AlarmState::Alarm
+        );
+        assert_eq!(
+            dropoff(None, t(0), w, t(14), "f").state,
+            AlarmState::InsufficientData
+        );
+        assert_eq!(dropoff(None, t(0), w, t(15), "f").state, AlarmState::Alarm);
+        assert!(dropoff(Some(t(0)), t(0), w, t(200), "acme/item_usages")
+            .message
+            .contains("no events for 3 h"));
+    }
+
+    #[test]
+    fn one_notification_per_transition() {
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        let alarm = Observation {
+            state: AlarmState::Alarm,
+            message: "quiet".into(),
+            last_event_at: None,
+        };
+        let ok = Observation {
+            state: AlarmState::Ok,
+            message: "fine".into(),
+            last_event_at: None,
+        };
+        assert!(r.apply(alarm.clone(), t(1)).is_some());
+        assert_eq!(r.owed("webhook"), Some(AlarmState::Alarm));
+        r.notified.insert("webhook".into(), AlarmState::Alarm);
+        assert!(r.apply(alarm, t(2)).is_none(), "no change, no event");
+        assert_eq!(r.owed("webhook"), None, "never a repeat while in ALARM");
+        let id = r.id.clone();
+        let change = r.apply(ok, t(3)).expect("resolved");
+        assert_eq!(change.id, id, "the resolution carries the episode's id");
+        assert_eq!(r.owed("webhook"), Some(AlarmState::Ok));
+        r.notified.insert("webhook".into(), AlarmState::Ok);
+        assert_eq!(r.owed("webhook"), None);
+        assert_eq!(
+            r.owed("slack"),
+            None,
+            "a notifier that never heard of the alarm owes no resolution"
+        );
+    }
+}

@@ -1,0 +1,570 @@
+//! healthwatch: drop-off and pipeline alarms, one notification on entering ALARM and one on
+//! resolving, whatever restarts in between.
+//!
+//! Each round the lease holder looks at what the pipeline itself records — the newest message
+//! per `op.events.{account}.{feed}` subject, the fetcher's `OP_STATUS`, each sink consumer's
+//! backlog and the DLQ — turns it into an OK / ALARM / INSUFFICIENT_DATA state per alarm, keeps
+//! the states in `OP_HEALTH`, and publishes every change to `op.alarms.…`. A separate task
+//! delivers the notifications the states owe.
+
+pub mod alarm;
+pub mod notify;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use time::OffsetDateTime;
+
+use oprelay_bus::{Bus, BusError, JsonKv, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{AlarmKind, AlarmState, Feed, FeedStatus, Lease};
+use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
+
+use crate::alarm::{dropoff, AlarmRecord, Observation};
+use crate::notify::Notifier;
+
+pub const SERVICE: &str = "healthwatch";
+pub const DEFAULT_LISTEN: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9464);
+/// The lease that makes one replica the evaluator.
+const LEASE_KEY: &str = "_healthwatch";
+/// The DLQ alarm resolves after this long without a new dead letter.
+const DLQ_QUIET: time::Duration = time::Duration::HOUR;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HealthwatchError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("healthwatch.notify: {0}")]
+    Notify(String),
+}
+
+#[derive(Clone, Default)]
+pub struct Options {
+    pub clock: Clock,
+    /// This replica's name in the lease; `HOSTNAME` or random by default.
+    pub replica_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabels {
+    kind: String,
+    scope: String,
+}
+
+#[derive(Clone)]
+struct HwMetrics {
+    state: Family<AlarmLabels, Gauge>,
+    evaluation: Histogram,
+}
+
+struct Ctx {
+    bus: Bus,
+    config: Config,
+    health: JsonKv,
+    status: JsonKv,
+    clock: Clock,
+    metrics: HwMetrics,
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), HealthwatchError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), HealthwatchError> {
+    let notifiers: Vec<Notifier> = config
+        .healthwatch
+        .notify
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Notifier::new(i, n))
+        .collect::<Result<_, _>>()
+        .map_err(HealthwatchError::Notify)?;
+    let metrics = Metrics::new();
+    let m = HwMetrics {
+        state: Family::default(),
+        evaluation: Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+    };
+    metrics.register(
+        "healthwatch_alarm_state",
+        "Alarm state per kind and scope: 0 OK, 1 ALARM, 2 INSUFFICIENT_DATA",
+        m.state.clone(),
+    );
+    metrics.register(
+        "healthwatch_evaluation_seconds",
+        "Time to evaluate every alarm once",
+        m.evaluation.clone(),
+    );
+    let Some(started) =
+        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+    else {
+        return Ok(());
+    };
+    let bus = started.bus;
+    let ctx = Arc::new(Ctx {
+        health: JsonKv::open(&bus, names::BUCKET_HEALTH).await?,
+        status: JsonKv::open(&bus, names::BUCKET_STATUS).await?,
+        bus: bus.clone(),
+        clock: options.clock.clone(),
+        config,
+        metrics: m,
+    });
+    let leases = JsonKv::open(&bus, names::BUCKET_LEASES).await?;
+    let me = options
+        .replica_id
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("healthwatch-{:08x}", rand::random::<u32>()));
+    let interval = ctx.config.healthwatch.interval.0;
+    let notify_task = tokio::spawn(notify_loop(
+        ctx.clone(),
+        notifiers,
+        me.clone(),
+        leases.clone(),
+        shutdown.clone(),
+    ));
+    loop {
+        if holds_lease(&leases, &me, &ctx.clock, interval * 3).await {
+            let t0 = std::time::Instant::now();
+            if let Err(e) = evaluate(&ctx).await {
+                tracing::warn!(error = %e, "evaluation round failed");
+            }
+            ctx.metrics.evaluation.observe(t0.elapsed().as_secs_f64());
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ctx.clock.sleep(interval) => {}
+        }
+    }
+    let _ = notify_task.await;
+    // Hand the lease over at once.
+    if let Ok(Some(l)) = leases.get::<Lease>(LEASE_KEY).await {
+        if l.value.owner == me {
+            let _ = leases.store().delete(LEASE_KEY).await;
+        }
+    }
+    tracing::info!("healthwatch stopped");
+    Ok(())
+}
+
+/// Claims or renews the single evaluator lease with compare-and-set.
+async fn holds_lease(kv: &JsonKv, me: &str, clock: &Clock, ttl: Duration) -> bool {
+    let now = clock.now();
+    let lease = Lease {
+        owner: me.to_owned(),
+        expires_at: now + ttl,
+    };
+    let current = match kv.get::<Lease>(LEASE_KEY).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the healthwatch lease");
+            return false;
+        }
+    };
+    let mine = current.as_ref().is_some_and(|c| c.value.owner == me);
+    let free = current.as_ref().is_none_or(|c| c.value.expires_at <= now);
+    if !(mine || free) {
+        return false;
+    }
+    match kv
+        .compare_and_set(LEASE_KEY, &lease, current.map(|c| c.revision))
+        .await
+    {
+        Ok(_) => true,
+        Err(BusError::Conflict { .. }) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot claim the healthwatch lease");
+            false
+        }
+    }
+}
+
+/// The (account, feed) pairs the configuration says should produce events.
+fn feeds(config: &Config) -> Vec<(String, Feed)> {
+    config
+        .accounts
+        .iter()
+        .flat_map(|a| {
+            a.feeds
+                .clone()
+                .unwrap_or_else(|| Feed::ALL.to_vec())
+                .into_iter()
+                .map(move |f| (a.name.to_string(), f))
+        })
+        .collect()
+}
+
+async fn load(
+    ctx: &Ctx,
+    kind: AlarmKind,
+    account: &str,
+    feed: Option<Feed>,
+) -> Result<(AlarmRecord, Option<u64>), BusError> {
+    let fresh = AlarmRecord::new(kind, account, feed, ctx.clock.now());
+    match ctx.health.get::<AlarmRecord>(&fresh.key()).await? {
+        Some(v) => Ok((v.value, Some(v.revision))),
+        None => Ok((fresh, None)),
+    }
+}
+
+/// Stores the record and, on a state change, publishes it to `op.alarms.…`.
+async fn save(
+    ctx: &Ctx,
+    mut record: AlarmRecord,
+    revision: Option<u64>,
+    seen: Observation,
+) -> Result<(), BusError> {
+    let now = ctx.clock.now();
+    let change = record.apply(seen, now);
+    let value = match record.state {
+        AlarmState::Ok => 0,
+        AlarmState::Alarm => 1,
+        AlarmState::InsufficientData => 2,
+    };
+    ctx.metrics
+        .state
+        .get_or_create(&AlarmLabels {
+            kind: record.kind.to_string(),
+            scope: record.scope(),
+        })
+        .set(value);
+    match ctx
+        .health
+        .compare_and_set(&record.key(), &record, revision)
+        .await
+    {
+        Ok(_) => {}
+        // Another evaluator (a lease hand-over) wrote first; the next round re-reads.
+        Err(BusError::Conflict { .. }) => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    if let Some(alarm) = change {
+        tracing::info!(kind = %alarm.kind, scope = %record.scope(), state = ?alarm.state, message = %alarm.message, "alarm state changed");
+        let subject = format!("op.alarms.{}", record.scope());
+        let body = serde_json::to_vec(&alarm).unwrap_or_default();
+        let mut msg = Outgoing::new(
+            subject,
+            format!(
+                "alarm:{}:{:?}:{}",
+                alarm.id,
+                alarm.state,
+                now.unix_timestamp_nanos()
+            ),
+            body,
+        )
+        .header(header::ACCOUNT, &record.account);
+        if let Some(f) = record.feed {
+            msg = msg.header(header::FEED, f);
+        }
+        ctx.bus.publish(msg).await?;
+    }
+    Ok(())
+}
+
+async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
+    let hw = &ctx.config.healthwatch;
+    let now = ctx.clock.now();
+    let events = ctx
+        .bus
+        .jetstream()
+        .get_stream(names::STREAM_EVENTS)
+        .await
+        .map_err(|e| BusError::Kv {
+            op: "read",
+            bucket: names::STREAM_EVENTS.into(),
+            key: String::new(),
+            source: Box::new(e),
+        })?;
+    for (account, feed) in feeds(&ctx.config) {
+        let what = format!("{account}/{feed}");
+        // Drop-off: the arrival of the newest batch, as healthwatch saw its sequence change.
+        let (mut rec, rev) = load(ctx, AlarmKind::Dropoff, &account, Some(feed)).await?;
+        let subject = format!("op.events.{account}.{feed}");
+        if let Ok(last) = events.get_last_raw_message_by_subject(&subject).await {
+            if rec.progress != Some(last.sequence) {
+                // A first sight after a restart takes the stored time; a new one is "now".
+                let arrived = if rec.progress.is_none() {
+                    last.time.min(now)
+                } else {
+                    now
+                };
+                rec.progress = Some(last.sequence);
+                rec.progress_at = Some(arrived);
+            }
+        }
+        let seen = dropoff(
+            rec.progress_at,
+            rec.watching_since,
+            hw.dropoff_for(&account, feed),
+            now,
+            &what,
+        );
+        save(ctx, rec, rev, seen).await?;
+
+        let status = ctx
+            .status
+            .get::<FeedStatus>(&format!("fetch.{account}.{feed}"))
+            .await?
+            .map(|v| v.value);
+        // Token rejected.
+        let (rec, rev) = load(ctx, AlarmKind::TokenRejected, &account, Some(feed)).await?;
+        let seen = match &status {
+            None => Observation {
+                state: AlarmState::InsufficientData,
+                message: format!("{what}: the fetcher has not reported yet"),
+                last_event_at: None,
+            },
+            Some(s) => match &s.last_error {
+                Some(e) if e.starts_with("token rejected") || e.contains("not allowed to read") => {
+                    Observation {
+                        state: AlarmState::Alarm,
+                        message: format!("{what}: {e}"),
+                        last_event_at: s.last_event_at,
+                    }
+                }
+                _ => Observation {
+                    state: AlarmState::Ok,
+                    message: format!("{what}: token accepted"),
+                    last_event_at: s.last_event_at,
+                },
+            },
+        };
+        save(ctx, rec, rev, seen).await?;
+        // Token expiring.
+        let (rec, rev) = load(ctx, AlarmKind::TokenExpiring, &account, Some(feed)).await?;
+        let warn =
+            time::Duration::try_from(hw.token_expiry_warning.0).unwrap_or(time::Duration::WEEK);
+        let seen = match status.as_ref().and_then(|s| s.token_expires_at) {
+            Some(exp) if exp - now < warn => Observation {
+                state: AlarmState::Alarm,
+                message: format!("{what}: the token expires at {exp}"),
+                last_event_at: None,
+            },
+            _ => Observation {
+                state: AlarmState::Ok,
+                message: format!("{what}: the token is not about to expire"),
+                last_event_at: None,
+            },
+        };
+        save(ctx, rec, rev, seen).await?;
+        // Fetch failing.
+        let (rec, rev) = load(ctx, AlarmKind::FetchFailing, &account, Some(feed)).await?;
+        let silence = time::Duration::try_from(hw.fetch_silence.0).unwrap_or(time::Duration::HOUR);
+        let seen = match &status {
+            None => Observation {
+                state: AlarmState::InsufficientData,
+                message: format!("{what}: the fetcher has not reported yet"),
+                last_event_at: None,
+            },
+            Some(s) => {
+                let stale =
+                    s.last_success_at.is_none_or(|t| now - t > silence) && s.last_poll_at.is_some();
+                if s.consecutive_failures >= hw.fetch_failures || stale {
+                    Observation {
+                        state: AlarmState::Alarm,
+                        message: format!(
+                            "{what}: {} failed polls in a row; last error: {}",
+                            s.consecutive_failures,
+                            s.last_error.as_deref().unwrap_or("none")
+                        ),
+                        last_event_at: s.last_event_at,
+                    }
+                } else {
+                    Observation {
+                        state: AlarmState::Ok,
+                        message: format!("{what}: polling"),
+                        last_event_at: s.last_event_at,
+                    }
+                }
+            }
+        };
+        save(ctx, rec, rev, seen).await?;
+    }
+
+    // Sinks: a backlog that does not move.
+    for sink in &ctx.config.sinks {
+        let scope = format!("pipeline.sink-{}", sink.name);
+        let (mut rec, rev) = load(ctx, AlarmKind::SinkStalled, &scope, None).await?;
+        let consumer_name = names::sink_consumer(&sink.name);
+        let info = events.consumer_info(&consumer_name).await;
+        let seen = match info {
+            Err(_) => Observation {
+                state: AlarmState::InsufficientData,
+                message: format!(
+                    "sink {}: no consumer yet (is the forwarder running?)",
+                    sink.name
+                ),
+                last_event_at: None,
+            },
+            Ok(info) => {
+                let backlog = info.num_pending + info.num_ack_pending as u64;
+                let delivered = info.ack_floor.stream_sequence;
+                if rec.progress != Some(delivered) || backlog == 0 {
+                    rec.progress = Some(delivered);
+                    rec.progress_at = Some(now);
+                }
+                let stalled_for = now - rec.progress_at.unwrap_or(now);
+                let limit = time::Duration::try_from(hw.sink_stalled_after.0)
+                    .unwrap_or(time::Duration::minutes(15));
+                if backlog > 0 && stalled_for >= limit {
+                    Observation {
+                        state: AlarmState::Alarm,
+                        message: format!(
+                            "sink {}: {backlog} messages waiting, nothing delivered for {} min",
+                            sink.name,
+                            stalled_for.whole_minutes()
+                        ),
+                        last_event_at: None,
+                    }
+                } else {
+                    Observation {
+                        state: AlarmState::Ok,
+                        message: format!("sink {}: delivering ({backlog} waiting)", sink.name),
+                        last_event_at: None,
+                    }
+                }
+            }
+        };
+        save(ctx, rec, rev, seen).await?;
+    }
+
+    // Dead letters: new ones since the last look.
+    if let Ok(mut dlq) = ctx.bus.jetstream().get_stream(names::STREAM_DLQ).await {
+        if let Ok(info) = dlq.info().await {
+            let last = info.state.last_sequence;
+            let (mut rec, rev) = load(ctx, AlarmKind::DlqGrowing, "pipeline.dlq", None).await?;
+            let grew = rec.progress.is_some_and(|p| last > p);
+            if rec.progress.is_none() || grew {
+                rec.progress = Some(last);
+                if grew {
+                    rec.progress_at = Some(now);
+                }
+            }
+            let recent = rec.progress_at.is_some_and(|t| now - t < DLQ_QUIET);
+            let seen = if recent {
+                Observation {
+                    state: AlarmState::Alarm,
+                    message: format!("new dead letters (last sequence {last})"),
+                    last_event_at: None,
+                }
+            } else {
+                Observation {
+                    state: AlarmState::Ok,
+                    message: "no new dead letters".into(),
+                    last_event_at: None,
+                }
+            };
+            save(ctx, rec, rev, seen).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Delivers what the alarm states owe each notifier, retrying failures with backoff, apart
+/// from evaluation. Only the lease holder notifies, so two replicas send one notification.
+async fn notify_loop(
+    ctx: Arc<Ctx>,
+    notifiers: Vec<Notifier>,
+    me: String,
+    leases: JsonKv,
+    shutdown: CancellationToken,
+) {
+    if notifiers.is_empty() {
+        return;
+    }
+    let mut failures: Vec<u32> = vec![0; notifiers.len()];
+    let mut next_try: Vec<OffsetDateTime> = vec![OffsetDateTime::UNIX_EPOCH; notifiers.len()];
+    let tick = Duration::from_secs(1).min(ctx.config.healthwatch.interval.0);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ctx.clock.sleep(tick) => {}
+        }
+        let owner = leases.get::<Lease>(LEASE_KEY).await.ok().flatten();
+        if owner.is_none_or(|l| l.value.owner != me) {
+            continue;
+        }
+        let keys: Vec<String> = match ctx.health.store().keys().await {
+            Ok(k) => {
+                use futures::StreamExt;
+                k.filter_map(|k| async move { k.ok() }).collect().await
+            }
+            Err(_) => continue,
+        };
+        for key in keys {
+            let Ok(Some(v)) = ctx.health.get::<AlarmRecord>(&key).await else {
+                continue;
+            };
+            let (mut record, mut revision) = (v.value, v.revision);
+            for (i, n) in notifiers.iter().enumerate() {
+                let Some(what) = record.owed(&n.name) else {
+                    continue;
+                };
+                let now = ctx.clock.now();
+                if now < next_try[i] {
+                    continue;
+                }
+                // Claim the delivery first (compare-and-set), so a second replica that also
+                // believes it leads cannot send it too.
+                let taken = record
+                    .claims
+                    .get(&n.name)
+                    .is_some_and(|c| c.owner != me && c.until > now && c.state == what);
+                if taken {
+                    continue;
+                }
+                record.claims.insert(
+                    n.name.clone(),
+                    alarm::Claim {
+                        owner: me.clone(),
+                        state: what,
+                        until: now + Duration::from_secs(60),
+                    },
+                );
+                match ctx
+                    .health
+                    .compare_and_set(&key, &record, Some(revision))
+                    .await
+                {
+                    Ok(r) => revision = r,
+                    Err(_) => break,
+                }
+                match n.send(&record, what, now).await {
+                    Ok(()) => {
+                        failures[i] = 0;
+                        record.notified.insert(n.name.clone(), what);
+                        record.claims.remove(&n.name);
+                        match ctx
+                            .health
+                            .compare_and_set(&key, &record, Some(revision))
+                            .await
+                        {
+                            Ok(r) => revision = r,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "could not record a delivered notification");
+                                break;
+                            }
+                        }
+                        tracing::info!(notifier = %n.name, alarm = %record.id, state = ?what, "notification delivered");
+                    }
+                    Err(e) => {
+                        failures[i] += 1;
+                        let wait = Duration::from_secs(2u64.saturating_pow(failures[i].min(8)))
+                            .min(Duration::from_secs(300));
+                        next_try[i] = now + wait;
+                        tracing::warn!(error = %e, retry_in = ?wait, "notification failed; will retry");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Where alarms go besides `op.alarms.…`: a generic webhook (the alarm as JSON) and Slack
+//! incoming webhooks (readable text). Delivery is retried with backoff in its own task, so a
+//! dead webhook never delays evaluation, and what was delivered is recorded in `OP_HEALTH`,
+//! so a restart neither repeats nor forgets a notification.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use oprelay_events::AlarmState;
+use oprelay_service::config::{NotifyConfig, NotifyType};
+
+use crate::alarm::AlarmRecord;
+
+pub struct Notifier {
+    /// Stable name under which deliveries are recorded: `webhook-0`, `slack-1`, …
+    pub name: String,
+    kind: NotifyType,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Notifier {
+    pub fn new(index: usize, config: &NotifyConfig) -> Result<Notifier, String> {
+        let kind = config.kind;
+        let prefix = match kind {
+            NotifyType::Webhook => "webhook",
+            NotifyType::Slack => "slack",
+        };
+        Ok(Notifier {
+            name: format!("{prefix}-{index}"),
+            kind,
+            url: config.url.clone(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .map_err(|e| format!("notify[{index}]: {e}"))?,
+        })
+    }
+
+    fn body(
+        &self,
+        record: &AlarmRecord,
+        what: AlarmState,
+        now: time::OffsetDateTime,
+    ) -> serde_json::Value {
+        let alarm = record.public();
+        match self.kind {
+            NotifyType::Webhook => {
+                let mut v = serde_json::to_value(&alarm).unwrap_or_default();
+                v["notification"] = json!(if what == AlarmState::Alarm {
+                    "ALARM"
+                } else {
+                    "RESOLVED"
+                });
+                v
+            }
+            NotifyType::Slack => {
+                let scope = match record.feed {
+                    Some(f) => format!("{} / {f}", record.account),
+                    None => record.account.clone(),
+                };
+                let quiet = record
+                    .last_event_at
+                    .map(|t| format!(" Last event arrived {} min ago.", (now - t).whole_minutes()))
+                    .unwrap_or_default();
+                let text = if what == AlarmState::Alarm {
+                    format!(":rotating_light: *oprelay {}* on *{scope}*: {}.{quiet}\n*What to check:* {}", record.kind, record.message, record.runbook)
+                } else {
+                    format!(
+                        ":white_check_mark: *oprelay {}* on *{scope}* resolved: {}.",
+                        record.kind, record.message
+                    )
+                };
+                json!({"text": text})
+            }
+        }
+    }
+
+    /// One attempt. Errors name the endpoint's answer, never a secret (URLs with tokens in
+    /// their path are not printed).
+    pub async fn send(
+        &self,
+        record: &AlarmRecord,
+        what: AlarmState,
+        now: time::OffsetDateTime,
+    ) -> Result<(), String> {
+        let resp = self
+            .http
+            .post(&self.url)
+            .json(&self.body(record, what, now))
+            .send()
+            .await
+            .map_err(|e| format!("{}: {}", self.name, e.without_url()))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("{}: HTTP {}", self.name, resp.status()))
+        }
+    }
+}

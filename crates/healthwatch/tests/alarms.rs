@@ -1,0 +1,393 @@
+//! healthwatch on a real nats-server with a controllable clock: no real waiting for 15 minutes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Json;
+use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing};
+use oprelay_events::names::{self, header};
+use oprelay_events::{AlarmState, Feed};
+use oprelay_healthwatch::alarm::AlarmRecord;
+use oprelay_healthwatch::Options;
+use oprelay_service::{config, CancellationToken, Clock, Config};
+use oprelay_testkit::NatsServer;
+use serde_json::Value;
+
+#[derive(Default)]
+struct Hook {
+    received: Vec<Value>,
+    fail: bool,
+}
+
+type Shared = Arc<Mutex<Hook>>;
+
+async fn webhook(state: Shared) -> String {
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |Json(v): Json<Value>| {
+            let state = state.clone();
+            async move {
+                let mut s = state.lock().unwrap();
+                if s.fail {
+                    return StatusCode::BAD_GATEWAY;
+                }
+                s.received.push(v);
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/hook")
+}
+
+struct World {
+    nats: NatsServer,
+    bus: Bus,
+    dir: tempfile::TempDir,
+    clock: Clock,
+}
+
+impl World {
+    async fn start() -> World {
+        let nats = NatsServer::start();
+        let bus = Bus::connect(&NatsSettings {
+            url: nats.url(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        bus.provision(&Default::default()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "unused").unwrap();
+        World {
+            nats,
+            bus,
+            dir,
+            clock: Clock::manual(time::OffsetDateTime::now_utc()),
+        }
+    }
+
+    fn config(&self, hook: &str, extra: &str) -> Config {
+        config::from_toml(&format!(
+            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+             [healthwatch]\ndropoff_after = \"15m\"\ninterval = \"1s\"\nsink_stalled_after = \"15m\"\nnotify = [{{ type = \"webhook\", url = \"{hook}\" }}]\n\
+             [[accounts]]\nname = \"acme\"\ntoken_file = \"{}\"\nfeeds = [\"item_usages\"]\n{extra}",
+            self.nats.url(),
+            self.dir.path().join("token").display()
+        ))
+        .unwrap()
+    }
+
+    fn healthwatch(
+        &self,
+        config: Config,
+        replica: &str,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), oprelay_healthwatch::HealthwatchError>>,
+    ) {
+        let shutdown = CancellationToken::new();
+        let options = Options {
+            clock: self.clock.clone(),
+            replica_id: Some(replica.into()),
+        };
+        let task = tokio::spawn(oprelay_healthwatch::run_with(
+            config,
+            options,
+            shutdown.clone(),
+        ));
+        (shutdown, task)
+    }
+
+    async fn event(&self, feed: Feed, n: u32) {
+        self.bus
+            .publish(
+                Outgoing::new(
+                    format!("op.events.acme.{feed}"),
+                    format!("events:{feed}:{n}"),
+                    "{}\n",
+                )
+                .header(header::COUNT, 1),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn record(&self, key: &str) -> Option<AlarmRecord> {
+        let kv = JsonKv::open(&self.bus, names::BUCKET_HEALTH).await.ok()?;
+        kv.get::<AlarmRecord>(key)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.value)
+    }
+
+    /// Moves the clock a second at a time until `done` holds; panics naming `what` after 60
+    /// steps of real time.
+    async fn drive<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..600 {
+            if done().await {
+                return;
+            }
+            self.clock.advance(Duration::from_secs(1));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
+    async fn state(&self, key: &str) -> Option<AlarmState> {
+        self.record(key).await.map(|r| r.state)
+    }
+}
+
+fn notifications(hook: &Shared, kind: &str) -> Vec<String> {
+    hook.lock()
+        .unwrap()
+        .received
+        .iter()
+        .filter(|v| v["kind"] == kind)
+        .map(|v| v["notification"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+const DROPOFF: &str = "dropoff.acme.item_usages";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_feed_alarms_once_resolves_once_and_a_restart_repeats_nothing() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let config = world.config(&url, "");
+    world.event(Feed::ItemUsages, 1).await;
+    let (stop, task) = world.healthwatch(config.clone(), "hw-1");
+    world
+        .drive("the feed to be OK", || async {
+            world.state(DROPOFF).await == Some(AlarmState::Ok)
+        })
+        .await;
+
+    // The feed goes quiet for longer than the window.
+    world.clock.advance(Duration::from_secs(16 * 60));
+    world
+        .drive("one ALARM notification", || async {
+            notifications(&hook, "dropoff") == ["ALARM"]
+        })
+        .await;
+    let record = world.record(DROPOFF).await.unwrap();
+    assert!(
+        record.message.contains("no events for 16 min"),
+        "{}",
+        record.message
+    );
+
+    // Another 20 minutes of silence and a restart while in ALARM: nothing repeated.
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let (stop, task) = world.healthwatch(config.clone(), "hw-1");
+    for _ in 0..40 {
+        world.clock.advance(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        notifications(&hook, "dropoff"),
+        ["ALARM"],
+        "no duplicate notification"
+    );
+    assert_eq!(
+        world.state(DROPOFF).await,
+        Some(AlarmState::Alarm),
+        "the open alarm survived the restart"
+    );
+
+    // Events resume.
+    world.event(Feed::ItemUsages, 2).await;
+    world
+        .drive("one RESOLVED notification", || async {
+            notifications(&hook, "dropoff") == ["ALARM", "RESOLVED"]
+        })
+        .await;
+    let all = hook.lock().unwrap().received.clone();
+    let dropoffs: Vec<&Value> = all.iter().filter(|v| v["kind"] == "dropoff").collect();
+    assert_eq!(dropoffs[0]["id"], dropoffs[1]["id"], "one episode, one id");
+    assert_eq!(dropoffs[1]["state"], "OK");
+    for _ in 0..20 {
+        world.clock.advance(Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(notifications(&hook, "dropoff"), ["ALARM", "RESOLVED"]);
+
+    // Every state change is on the bus too.
+    let mut alarms = world
+        .bus
+        .jetstream()
+        .get_stream(names::STREAM_ALARMS)
+        .await
+        .unwrap();
+    let n = alarms.info().await.unwrap().state.messages;
+    assert!(n >= 2, "{n} alarm messages");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_that_never_sent_is_insufficient_data_then_alarm() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let (stop, task) = world.healthwatch(world.config(&url, ""), "hw-1");
+    world
+        .drive("INSUFFICIENT_DATA", || async {
+            world.state(DROPOFF).await == Some(AlarmState::InsufficientData)
+        })
+        .await;
+    world.clock.advance(Duration::from_secs(10 * 60));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_ne!(
+        world.state(DROPOFF).await,
+        Some(AlarmState::Alarm),
+        "not before the window has passed once"
+    );
+    world.clock.advance(Duration::from_secs(6 * 60));
+    world
+        .drive("ALARM after the window", || async {
+            notifications(&hook, "dropoff") == ["ALARM"]
+        })
+        .await;
+    assert!(world
+        .record(DROPOFF)
+        .await
+        .unwrap()
+        .message
+        .contains("no events at all"));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_gets_the_notification_once_it_recovers() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    hook.lock().unwrap().fail = true;
+    let url = webhook(hook.clone()).await;
+    let (stop, task) = world.healthwatch(world.config(&url, ""), "hw-1");
+    world
+        .drive("INSUFFICIENT_DATA", || async {
+            world.state(DROPOFF).await.is_some()
+        })
+        .await;
+    world.clock.advance(Duration::from_secs(16 * 60));
+    world
+        .drive("ALARM state", || async {
+            world.state(DROPOFF).await == Some(AlarmState::Alarm)
+        })
+        .await;
+    // The webhook keeps failing for a while; evaluation goes on meanwhile.
+    for _ in 0..30 {
+        world.clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(notifications(&hook, "dropoff").is_empty());
+    hook.lock().unwrap().fail = false;
+    world
+        .drive("the notification after recovery", || async {
+            notifications(&hook, "dropoff") == ["ALARM"]
+        })
+        .await;
+    for _ in 0..30 {
+        world.clock.advance(Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(notifications(&hook, "dropoff"), ["ALARM"], "exactly once");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_one_notification() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let config = world.config(&url, "");
+    let (s1, t1) = world.healthwatch(config.clone(), "hw-a");
+    let (s2, t2) = world.healthwatch(config, "hw-b");
+    world
+        .drive("a state", || async { world.state(DROPOFF).await.is_some() })
+        .await;
+    world.clock.advance(Duration::from_secs(16 * 60));
+    world
+        .drive("the notification", || async {
+            !notifications(&hook, "dropoff").is_empty()
+        })
+        .await;
+    for _ in 0..30 {
+        world.clock.advance(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        notifications(&hook, "dropoff"),
+        ["ALARM"],
+        "one notification, not two"
+    );
+    s1.cancel();
+    s2.cancel();
+    t1.await.unwrap().unwrap();
+    t2.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sink_is_stalled_and_resolves_when_it_delivers() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let config = world.config(
+        &url,
+        "[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"/tmp/unused\"\n",
+    );
+    // The sink's consumer exists and has a backlog nobody delivers (its SIEM is down).
+    let consumer = oprelay_bus::ensure_pull_consumer(
+        world.bus.jetstream(),
+        names::STREAM_EVENTS,
+        "sink-siem",
+        None,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    for n in 0..3 {
+        world.event(Feed::ItemUsages, n).await;
+    }
+    let (stop, task) = world.healthwatch(config, "hw-1");
+    let key = "sink_stalled.pipeline.sink-siem";
+    world
+        .drive("the sink seen", || async {
+            world.state(key).await == Some(AlarmState::Ok)
+        })
+        .await;
+    world.clock.advance(Duration::from_secs(16 * 60));
+    world
+        .drive("sink_stalled", || async {
+            notifications(&hook, "sink_stalled") == ["ALARM"]
+        })
+        .await;
+    // The SIEM is back: the forwarder delivers and acks the backlog.
+    use futures::StreamExt;
+    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+    while let Some(Ok(m)) = batch.next().await {
+        m.double_ack().await.unwrap();
+    }
+    world
+        .drive("resolved", || async {
+            notifications(&hook, "sink_stalled") == ["ALARM", "RESOLVED"]
+        })
+        .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
