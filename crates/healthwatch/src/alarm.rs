@@ -73,7 +73,8 @@ impl AlarmRecord {
     pub fn apply(&mut self, seen: Observation, now: OffsetDateTime) -> Option<Alarm> {
         self.last_event_at = seen.last_event_at.or(self.last_event_at);
         if seen.state == self.state {
-            self.message = seen.message;
+            // The message describes the state as it was entered; rewriting it every round
+            // would only churn the bucket.
             return None;
         }
         if seen.state == AlarmState::Alarm {

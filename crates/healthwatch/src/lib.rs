@@ -469,6 +469,36 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Records a delivered notification, re-reading on a lost compare-and-set (evaluation may
+/// have written the record meanwhile). `None` when it could not be recorded.
+async fn mark_notified(
+    kv: &JsonKv,
+    key: &str,
+    notifier: &str,
+    id: &str,
+    what: AlarmState,
+) -> Option<(AlarmRecord, u64)> {
+    for _ in 0..5 {
+        let v = kv.get::<AlarmRecord>(key).await.ok().flatten()?;
+        let mut record = v.value;
+        if record.id != id {
+            return None;
+        }
+        record.notified.insert(notifier.to_owned(), what);
+        record.claims.remove(notifier);
+        match kv.compare_and_set(key, &record, Some(v.revision)).await {
+            Ok(rev) => return Some((record, rev)),
+            Err(BusError::Conflict { .. }) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a delivered notification");
+                return None;
+            }
+        }
+    }
+    tracing::warn!(%key, "could not record a delivered notification after 5 attempts");
+    None
+}
+
 /// Delivers what the alarm states owe each notifier, retrying failures with backoff, apart
 /// from evaluation. Only the lease holder notifies, so two replicas send one notification.
 async fn notify_loop(
@@ -541,20 +571,11 @@ async fn notify_loop(
                 match n.send(&record, what, now).await {
                     Ok(()) => {
                         failures[i] = 0;
-                        record.notified.insert(n.name.clone(), what);
-                        record.claims.remove(&n.name);
-                        match ctx
-                            .health
-                            .compare_and_set(&key, &record, Some(revision))
-                            .await
-                        {
-                            Ok(r) => revision = r,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "could not record a delivered notification");
-                                break;
-                            }
-                        }
                         tracing::info!(notifier = %n.name, alarm = %record.id, state = ?what, "notification delivered");
+                        match mark_notified(&ctx.health, &key, &n.name, &record.id, what).await {
+                            Some((r, rev)) => (record, revision) = (r, rev),
+                            None => break,
+                        }
                     }
                     Err(e) => {
                         failures[i] += 1;

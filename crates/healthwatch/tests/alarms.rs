@@ -391,3 +391,73 @@ async fn a_stuck_sink_is_stalled_and_resolves_when_it_delivers() {
     stop.cancel();
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_fires_token_rejected_and_resolves_when_it_is_back() {
+    use oprelay_testkit::opsim::{self, SimConfig, TokenSpec};
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let sim = opsim::spawn(SimConfig {
+        backfill: 10,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let token = sim.sim.mint_token(&TokenSpec::default());
+    std::fs::write(world.dir.path().join("token"), &token).unwrap();
+    let config = world.config(
+        &url,
+        &format!(
+            "base_url = \"{}\"\nstart_time = \"2000-01-01T00:00:00Z\"\npoll_interval = \"1s\"\n",
+            sim.url()
+        ),
+    );
+    // The real fetcher, retrying rejected tokens quickly, reports into OP_STATUS.
+    let fetch_stop = CancellationToken::new();
+    let fast = oprelay_fetcher::backoff::BackoffPolicy {
+        transient_base: Duration::from_millis(10),
+        transient_cap: Duration::from_millis(50),
+        slow_base: Duration::from_millis(50),
+        slow_cap: Duration::from_millis(100),
+    };
+    let fetcher = tokio::spawn(oprelay_fetcher::run_with(
+        config.clone(),
+        oprelay_fetcher::Options {
+            backoff: fast,
+            ..Default::default()
+        },
+        fetch_stop.clone(),
+    ));
+    let (stop, task) = world.healthwatch(config, "hw-1");
+    let key = "token_rejected.acme.item_usages";
+    world
+        .drive("token accepted", || async {
+            world.state(key).await == Some(AlarmState::Ok)
+        })
+        .await;
+
+    assert!(sim.sim.revoke(&token));
+    world
+        .drive("token_rejected", || async {
+            notifications(&hook, "token_rejected") == ["ALARM"]
+        })
+        .await;
+    assert!(world
+        .record(key)
+        .await
+        .unwrap()
+        .message
+        .contains("token rejected (401)"));
+    assert!(sim.sim.restore(&token));
+    world
+        .drive("token_rejected resolved", || async {
+            notifications(&hook, "token_rejected") == ["ALARM", "RESOLVED"]
+        })
+        .await;
+
+    stop.cancel();
+    fetch_stop.cancel();
+    task.await.unwrap().unwrap();
+    fetcher.await.unwrap().unwrap();
+}
