@@ -2,6 +2,7 @@
 
 mod dlq;
 mod lookups;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,13 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Per account and feed: cursor age, last poll, last event, events in the last hour,
+    /// failures; sink backlogs; open alarms.
+    Status {
+        /// Refresh every 2 seconds until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -140,6 +148,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cfg.sinks.len(),
                 cfg.nats.url
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { watch } => {
+            status::run(&connect(&cfg).await?, watch).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lookups(LookupsCommand::Import {

@@ -229,3 +229,87 @@ async fn dead_letters_list_show_replay() {
         text(&out)
     );
 }
+
+#[tokio::test]
+async fn status_shows_feeds_sinks_and_open_alarms() {
+    use oprelay_events::{CursorState, FeedStatus};
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    bus.provision(&Default::default()).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let cursors = JsonKv::open(&bus, names::BUCKET_CURSORS).await.unwrap();
+    cursors
+        .put(
+            "acme.item_usages",
+            &CursorState {
+                cursor: "c".into(),
+                start_time: None,
+                updated_at: now,
+                pages: 2,
+                events: 7,
+            },
+        )
+        .await
+        .unwrap();
+    let status = JsonKv::open(&bus, names::BUCKET_STATUS).await.unwrap();
+    status
+        .put(
+            "fetch.acme.item_usages",
+            &FeedStatus {
+                last_poll_at: Some(now),
+                last_success_at: Some(now),
+                last_event_at: Some(now),
+                consecutive_failures: 3,
+                last_error: Some("rate limited by the Events API (429)".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    oprelay_bus::ensure_pull_consumer(
+        bus.jetstream(),
+        names::STREAM_EVENTS,
+        "sink-splunk",
+        None,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    for (i, n) in [3u32, 4].into_iter().enumerate() {
+        bus.publish(
+            Outgoing::new("op.events.acme.item_usages", format!("e{i}"), "{}\n")
+                .header(header::COUNT, n),
+        )
+        .await
+        .unwrap();
+    }
+    let health = JsonKv::open(&bus, names::BUCKET_HEALTH).await.unwrap();
+    health
+        .put("dropoff.acme.audit_events", &serde_json::json!({"kind": "dropoff", "state": "ALARM", "account": "acme", "feed": "audit_events", "message": "acme/audit_events: no events for 25 h"}))
+        .await
+        .unwrap();
+
+    let out = oprelay(&nats, &["status"]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    let row = t
+        .lines()
+        .find(|l| l.starts_with("acme.item_usages"))
+        .expect("feed row");
+    assert!(
+        row.contains(" 7 ") && row.contains(" 3 ") && row.contains("429"),
+        "events in the last hour, failures, error: {row}"
+    );
+    let sink = t
+        .lines()
+        .find(|l| l.starts_with("splunk"))
+        .expect("sink row");
+    assert!(
+        sink.split_whitespace().nth(1) == Some("2"),
+        "two batches waiting: {sink}"
+    );
+    assert!(
+        t.contains("dropoff: acme/audit_events: no events for 25 h"),
+        "{t}"
+    );
+}
