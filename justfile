@@ -10,7 +10,7 @@ test:
 
 # The local demo: the whole pipeline against the 1Password simulator, into a file sink.
 demo:
-    cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-ctl
+    cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl
     scripts/demo.sh
 
 # Format the code.

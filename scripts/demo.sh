@@ -69,25 +69,20 @@ OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-normalizer" 2>"
 pids+=($!)
 OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-forwarder" 2>"$work/forwarder.log" &
 pids+=($!)
+OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-healthwatch" 2>"$work/healthwatch.log" &
+pids+=($!)
 
 out="$work/siem/events.ndjson"
 echo "demo: 1Password (opsim) → fetcher → NATS → normalizer → forwarder → $out"
 echo "demo: 3 × 2 000 backfilled events, then 2 live events per second per feed. Ctrl-C stops."
 for _ in $(seq 300); do [ -s "$out" ] && break; sleep 0.2; done
-tail -n +1 -F "$out" 2>/dev/null | python3 -u -c '
-import json, sys, collections
-seen = collections.Counter()
-for n, line in enumerate(sys.stdin, 1):
-    try:
-        r = json.loads(line)
-    except ValueError:
-        continue
-    seen[r["p_log_type"]] += 1
-    enr = r.get("p_enrichment", {}).get("1Password Translation", {})
-    what = enr.get("item_uuid", {}).get("title") or r.get("action") or r.get("category") or ""
-    who = (r.get("user") or r.get("target_user") or r.get("actor_details") or {}).get("email", "")
-    if n <= 5 or n % 500 == 0 or n > 6000:
-        print(f"{r[\"p_event_time\"][:19]}  {r[\"p_log_type\"]:<26} {who:<34} {what}")
-    if n % 500 == 0 or (n > 6000 and n % 10 == 0):
-        print("  delivered so far: " + ", ".join(f"{k.split(\".\")[1]} {v}" for k, v in sorted(seen.items())))
+echo "demo: the first records, as a SIEM receives them:"
+head -n 3 "$out" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print(json.dumps(r, indent=2, ensure_ascii=False)[:1500])
 '
+sleep 3
+# Live progress until Ctrl-C: per feed, what was fetched and delivered, sink backlog, alarms.
+"$bin/oprelay" status --watch
