@@ -16,7 +16,7 @@ cleanup() {
   echo "demo: stopping"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${DEMO_KEEP:-}" ] && echo "demo: kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
 

@@ -99,6 +99,16 @@ impl Bus {
         &self.js
     }
 
+    /// The largest body one message may carry: the server's `max_payload` (1 MiB by default)
+    /// minus room for headers. Pages bigger than this are split by their producers.
+    pub fn max_body(&self) -> usize {
+        let max = match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            m => m,
+        };
+        max - (16 * 1024).min(max / 4)
+    }
+
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }

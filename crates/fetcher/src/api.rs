@@ -124,6 +124,45 @@ impl FetchedPage {
     }
 }
 
+/// Splits a page too big for one bus message into pages of the same envelope (`cursor`,
+/// `has_more`) holding consecutive items, each item's bytes untouched. A page that fits is
+/// returned as it is: body exactly as received.
+pub fn split_page(body: &Bytes, limit: usize) -> Vec<Bytes> {
+    if body.len() <= limit {
+        return vec![body.clone()];
+    }
+    let Ok(page) = serde_json::from_slice::<Page<&RawValue>>(body) else {
+        return vec![body.clone()];
+    };
+    let head = format!(
+        "{{\"cursor\":{},\"has_more\":{},\"items\":[",
+        serde_json::to_string(&page.cursor).unwrap_or_default(),
+        page.has_more
+    );
+    let mut parts = Vec::new();
+    let mut cur = head.clone().into_bytes();
+    let mut n = 0;
+    for item in page.items {
+        let raw = item.get().as_bytes();
+        if n > 0 && cur.len() + raw.len() + 3 > limit {
+            cur.extend_from_slice(b"]}");
+            parts.push(Bytes::from(std::mem::replace(
+                &mut cur,
+                head.clone().into_bytes(),
+            )));
+            n = 0;
+        }
+        if n > 0 {
+            cur.push(b',');
+        }
+        cur.extend_from_slice(raw);
+        n += 1;
+    }
+    cur.extend_from_slice(b"]}");
+    parts.push(Bytes::from(cur));
+    parts
+}
+
 /// One account's view of the Events API.
 #[derive(Clone)]
 pub struct EventsApi {
@@ -315,6 +354,34 @@ mod tests {
                 Err(ApiError::Malformed(_))
             ));
         }
+    }
+
+    #[test]
+    fn big_pages_split_into_envelopes_that_keep_every_item_verbatim() {
+        let items: Vec<String> = (0..50)
+            .map(|i| format!(r#"{{"uuid":"E{i}","pad":"{}"}}"#, "x".repeat(100)))
+            .collect();
+        let body = Bytes::from(format!(
+            r#"{{"cursor":"c\"9","has_more":true,"items":[{}]}}"#,
+            items.join(",")
+        ));
+        assert_eq!(
+            split_page(&body, body.len()),
+            vec![body.clone()],
+            "a page that fits is untouched"
+        );
+        let parts = split_page(&body, 1_000);
+        assert!(parts.len() > 5);
+        let mut seen = Vec::new();
+        for p in &parts {
+            assert!(p.len() <= 1_000);
+            let page = FetchedPage::parse(p.clone()).unwrap();
+            assert_eq!(page.cursor, "c\"9");
+            assert!(page.has_more);
+            let v: Page<Box<RawValue>> = serde_json::from_slice(p).unwrap();
+            seen.extend(v.items.iter().map(|r| r.get().to_owned()));
+        }
+        assert_eq!(seen, items, "every item once, in order, byte for byte");
     }
 
     #[test]

@@ -205,46 +205,52 @@ impl Poller {
                 if !*held.borrow() {
                     return Err(DrainError::Stop(Stop::LeaseLost));
                 }
-                let msg = Outgoing::new(
-                    names::raw_subject(&self.account.name, self.feed),
-                    page_msg_id(&self.account.name, self.feed, &request),
-                    page.body.clone(),
-                )
-                .header(header::ACCOUNT, &self.account.name)
-                .header(header::FEED, self.feed)
-                .header(
-                    header::FETCHED_AT,
-                    fetched_at.format(&Rfc3339).unwrap_or_default(),
-                );
-                let published = tokio::select! {
-                    _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
-                    r = self.deps.bus.publish(msg) => r,
-                };
-                match published {
-                    Ok(ack) if ack.duplicate => {
-                        tracing::info!(
-                            seq = ack.sequence,
-                            "page was already published (replay after a restart); not duplicated"
-                        );
-                    }
-                    Ok(_) => {
-                        self.deps.metrics.pages.get_or_create(&self.labels).inc();
-                        self.deps
-                            .metrics
-                            .events
-                            .get_or_create(&self.labels)
-                            .inc_by(page.count as u64);
-                    }
-                    Err(e) => {
-                        return Err(self
-                            .failed(
-                                format!("publish to OP_RAW failed: {e}"),
-                                "publish",
-                                Recovery::Backoff,
-                            )
-                            .await)
+                // A page bigger than one bus message goes as consecutive parts; the cursor
+                // is written only after every part is acknowledged.
+                let parts = crate::api::split_page(&page.body, self.deps.bus.max_body());
+                let base_id = page_msg_id(&self.account.name, self.feed, &request);
+                let total = parts.len();
+                for (i, part) in parts.into_iter().enumerate() {
+                    let id = if total == 1 {
+                        base_id.clone()
+                    } else {
+                        format!("{base_id}:{i}")
+                    };
+                    let msg =
+                        Outgoing::new(names::raw_subject(&self.account.name, self.feed), id, part)
+                            .header(header::ACCOUNT, &self.account.name)
+                            .header(header::FEED, self.feed)
+                            .header(
+                                header::FETCHED_AT,
+                                fetched_at.format(&Rfc3339).unwrap_or_default(),
+                            );
+                    let published = tokio::select! {
+                        _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
+                        r = self.deps.bus.publish(msg) => r,
+                    };
+                    match published {
+                        Ok(ack) if ack.duplicate => {
+                            tracing::info!(seq = ack.sequence, "page was already published (replay after a restart); not duplicated");
+                        }
+                        Ok(_) => {
+                            self.deps.metrics.pages.get_or_create(&self.labels).inc();
+                        }
+                        Err(e) => {
+                            return Err(self
+                                .failed(
+                                    format!("publish to OP_RAW failed: {e}"),
+                                    "publish",
+                                    Recovery::Backoff,
+                                )
+                                .await);
+                        }
                     }
                 }
+                self.deps
+                    .metrics
+                    .events
+                    .get_or_create(&self.labels)
+                    .inc_by(page.count as u64);
                 self.status.last_event_at = Some(fetched_at);
                 if let Some(t) = page.max_event_time {
                     let lag = (fetched_at - t).as_seconds_f64().max(0.0);

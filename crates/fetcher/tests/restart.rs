@@ -143,3 +143,46 @@ async fn repeated_kill_9_mid_drain_neither_gaps_nor_duplicates() {
         .assert_exactly_once(&[Feed::ItemUsages], PER_FEED)
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_bigger_than_a_bus_message_go_as_parts_exactly_once() {
+    // A server that takes at most 64 KiB per message: a 1 000-event page (~700 KB) must split.
+    let nats = oprelay_testkit::NatsServer::start_with_config("max_payload: 65536");
+    let mut world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
+    world.nats = nats;
+    world.bus = oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+        url: world.nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let config =
+        world.config("page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"");
+    let fetcher = Running::start(config, Clock::System);
+    assert_eq!(world.bus.max_body(), 48 * 1024);
+    eventually(
+        Duration::from_secs(60),
+        "the backfill in OP_RAW",
+        || async { (world.raw_count().await >= PER_FEED as usize).then_some(()) },
+    )
+    .await;
+    fetcher.stop().await;
+    world
+        .assert_exactly_once(&[Feed::ItemUsages], PER_FEED)
+        .await;
+    let mut raw = world
+        .bus
+        .jetstream()
+        .get_stream(names::STREAM_RAW)
+        .await
+        .unwrap();
+    let messages = raw.info().await.unwrap().state.messages;
+    assert!(
+        messages >= 30,
+        "3 pages of ~700 KB in parts of at most 48 KB: {messages} messages"
+    );
+}

@@ -99,3 +99,71 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oprelay_events::{AlarmKind, Feed};
+
+    fn record() -> (AlarmRecord, time::OffsetDateTime) {
+        let t0 = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t0);
+        r.apply(
+            crate::alarm::Observation {
+                state: AlarmState::Alarm,
+                message: "acme/item_usages: no events for 25 h (threshold 24 h)".into(),
+                last_event_at: Some(t0),
+            },
+            t0 + time::Duration::hours(25),
+        );
+        (r, t0 + time::Duration::hours(25))
+    }
+
+    #[test]
+    fn slack_text_says_which_feed_how_long_and_what_to_check() {
+        let n = Notifier::new(
+            0,
+            &NotifyConfig {
+                kind: NotifyType::Slack,
+                url: "https://hooks.slack.example/x".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(n.name, "slack-0");
+        let (r, now) = record();
+        let text = n.body(&r, AlarmState::Alarm, now)["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(text.contains("acme / item_usages"), "{text}");
+        assert!(text.contains("Last event arrived 1500 min ago"), "{text}");
+        assert!(
+            text.contains("What to check:") && text.contains("oprelay status"),
+            "{text}"
+        );
+        let resolved = n.body(&r, AlarmState::Ok, now)["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(resolved.contains("resolved"), "{resolved}");
+    }
+
+    #[test]
+    fn webhook_body_is_the_alarm_and_the_notification() {
+        let n = Notifier::new(
+            1,
+            &NotifyConfig {
+                kind: NotifyType::Webhook,
+                url: "https://hooks.example/x".into(),
+            },
+        )
+        .unwrap();
+        let (r, now) = record();
+        let v = n.body(&r, AlarmState::Alarm, now);
+        assert_eq!(v["notification"], "ALARM");
+        assert_eq!(v["kind"], "dropoff");
+        assert_eq!(v["state"], "ALARM");
+        assert_eq!(v["feed"], "item_usages");
+        assert!(v["runbook"].as_str().unwrap().contains("oprelay status"));
+    }
+}

@@ -132,6 +132,8 @@ pub struct NormalizedPage {
     pub ndjson: Vec<u8>,
     pub count: usize,
     pub max_event_time: Option<OffsetDateTime>,
+    /// Each record's event time, in line order (for splitting a page across messages).
+    pub event_times: Vec<OffsetDateTime>,
     pub rejects: Vec<Reject>,
     /// Users the page revealed that changed the index; the service persists them.
     pub learned: Vec<LookupRow>,
@@ -621,6 +623,7 @@ pub fn normalize_page(
         ) {
             Ok(t) => {
                 result.count += 1;
+                result.event_times.push(t);
                 result.max_event_time = Some(result.max_event_time.map_or(t, |m| m.max(t)));
             }
             Err(reason) => {

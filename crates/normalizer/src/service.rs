@@ -329,18 +329,46 @@ async fn publish(
     page: &NormalizedPage,
 ) -> Result<(), BusError> {
     if page.count > 0 {
-        let mut out = Outgoing::new(
-            names::events_subject(account, feed),
-            format!("events:{raw_id}"),
-            page.ndjson.clone(),
-        )
-        .header(header::ACCOUNT, account)
-        .header(header::FEED, feed)
-        .header(header::COUNT, page.count);
-        if let Some(t) = page.max_event_time.and_then(|t| t.format(&Rfc3339).ok()) {
-            out = out.header(header::MAX_EVENT_TIME, t);
+        // One message per page, unless the page is bigger than a bus message may be: then
+        // consecutive parts, split between records.
+        let limit = bus.max_body();
+        let mut parts: Vec<(usize, usize, usize)> = Vec::new(); // (start byte, end byte, records)
+        let (mut start, mut records, mut pos) = (0usize, 0usize, 0usize);
+        for line in page.ndjson.split_inclusive(|b| *b == b'\n') {
+            if records > 0 && pos + line.len() - start > limit {
+                parts.push((start, pos, records));
+                start = pos;
+                records = 0;
+            }
+            pos += line.len();
+            records += 1;
         }
-        bus.publish(out).await?;
+        parts.push((start, pos, records));
+        let mut first_record = 0;
+        let total = parts.len();
+        for (i, (from, to, n)) in parts.into_iter().enumerate() {
+            let id = if total == 1 {
+                format!("events:{raw_id}")
+            } else {
+                format!("events:{raw_id}:{i}")
+            };
+            let mut out = Outgoing::new(
+                names::events_subject(account, feed),
+                id,
+                page.ndjson[from..to].to_vec(),
+            )
+            .header(header::ACCOUNT, account)
+            .header(header::FEED, feed)
+            .header(header::COUNT, n);
+            let newest = page.event_times[first_record..first_record + n]
+                .iter()
+                .max();
+            if let Some(t) = newest.and_then(|t| t.format(&Rfc3339).ok()) {
+                out = out.header(header::MAX_EVENT_TIME, t);
+            }
+            first_record += n;
+            bus.publish(out).await?;
+        }
     }
     for (i, reject) in page.rejects.iter().enumerate() {
         let reason = reject.reason.to_string();

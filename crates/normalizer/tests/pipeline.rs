@@ -19,7 +19,10 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let nats = NatsServer::start();
+        Self::start_on(NatsServer::start()).await
+    }
+
+    async fn start_on(nats: NatsServer) -> World {
         let config = config::from_toml(&format!(
             "[nats]\nurl = \"{}\"\nack_wait = \"2s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
             nats.url()
@@ -342,4 +345,54 @@ async fn kill_9_mid_stream_loses_nothing_and_duplicates_no_batch() {
     assert_eq!(records.len(), pages * 20);
     assert_eq!(uuids.len(), pages * 20, "every event exactly once");
     drop(world.nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_that_normalizes_bigger_than_a_bus_message_goes_as_parts() {
+    // At most 64 KiB per message: the raw page fits, its enriched records do not.
+    let world = World::start_on(NatsServer::start_with_config("max_payload: 65536")).await;
+    let items: Vec<Value> = (0..60).map(|i| usage(&format!("B{i}"), "i1")).collect();
+    let raw = page(items);
+    assert!(raw.len() < 48 * 1024);
+    world.publish_raw(Feed::ItemUsages, "raw:big", raw).await;
+    let lookups = JsonKv::open(&world.bus, names::BUCKET_LOOKUPS)
+        .await
+        .unwrap();
+    let long = LookupRow {
+        uuid: "i1".into(),
+        kind: LookupKind::Item,
+        title: "t".repeat(600),
+        email: None,
+        updated_at: None,
+        source: LookupSource::Imported,
+    };
+    lookups.put(&long.key(), &long).await.unwrap();
+    let (shutdown, task) = world.normalizer();
+    eventually(
+        Duration::from_secs(30),
+        "60 records in OP_EVENTS",
+        || async { (world.event_records().await.len() >= 60).then_some(()) },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let batches = world.messages(names::STREAM_EVENTS).await;
+    assert!(batches.len() >= 2, "split into {} messages", batches.len());
+    assert_eq!(batches[0].0, "events:raw:big:0");
+    let counted: usize = batches
+        .iter()
+        .map(|b| b.1[header::COUNT].parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(counted, 60);
+    let uuids: Vec<String> = world
+        .event_records()
+        .await
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        uuids,
+        (0..60).map(|i| format!("B{i}")).collect::<Vec<_>>(),
+        "page order across parts"
+    );
 }
