@@ -12,6 +12,7 @@ bin=target/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  trap - EXIT INT TERM
   echo
   echo "demo: stopping"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
