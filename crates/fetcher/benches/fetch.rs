@@ -11,17 +11,7 @@ use std::time::{Duration, Instant};
 use oprelay_bus::{Bus, JsonKv, NatsSettings};
 use oprelay_events::{names, AccountName, CursorState, Feed};
 use oprelay_testkit::opsim::{self, SimConfig, TokenSpec};
-use oprelay_testkit::{binary, NatsServer};
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name: utime is the 14th, stime the 15th field overall.
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
+use oprelay_testkit::{binary, cpu_seconds, NatsServer};
 
 #[tokio::main]
 async fn main() {

@@ -16,16 +16,7 @@ use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed};
 use oprelay_normalizer::lookup::LookupIndex;
 use oprelay_normalizer::normalize::{normalize_page, Source};
-use oprelay_testkit::{binary, NatsServer};
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / 100.0
-}
+use oprelay_testkit::{binary, cpu_seconds, NatsServer};
 
 async fn publish(bus: &Bus, pages: u64) -> usize {
     let sim = opsim::Sim::new(opsim::SimConfig {

@@ -199,6 +199,22 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`: benchmarks
+/// measure the service alone, not the simulator or NATS beside it.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime and stime are the 14th and 15th overall.
+    let after = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0 // USER_HZ is 100 on Linux
+}
+
 /// Polls `check` until it returns `Some`, for at most `timeout`; panics naming `what` otherwise.
 /// For conditions no event announces (a row in a KV bucket, a count reaching a number).
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
