@@ -56,12 +56,16 @@ pub struct Unreadable {
 #[derive(Debug)]
 pub struct Stopped;
 
+/// The wait before attempt `attempt + 1` (the first failure is attempt 1): full jitter under
+/// an exponential bound.
 fn backoff(attempt: u32, kind: ErrorKind) -> Duration {
     let (base, cap) = match kind {
         ErrorKind::NeedsOperator => (Duration::from_secs(30), Duration::from_secs(300)),
         _ => (Duration::from_millis(100), Duration::from_secs(60)),
     };
-    let bound = base.saturating_mul(1u32 << attempt.min(16)).min(cap);
+    let bound = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(cap);
     let ms = rand::rng().random_range(0..=bound.as_millis() as u64);
     Duration::from_millis(ms.max(50))
 }

@@ -328,3 +328,42 @@ async fn killed_mid_batch_no_loss_and_no_duplicate_at_elasticsearch() {
     );
     assert!(ids.iter().all(|id| s.docs.contains_key(id)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splunk_hec_refusing_the_token_waits_for_an_operator_and_drops_nothing() {
+    let world = World::start().await;
+    let state = shared();
+    let addr = serve(hec_receiver(state.clone(), "the-right-token", false)).await;
+    let token = world.dir.path().join("hec");
+    std::fs::write(&token, "a-revoked-token").unwrap();
+    let ids = world.publish_events(Feed::SignInAttempts, 2, 50).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nendpoint = \"http://{addr}\"\ntoken_file = \"{}\"\ngzip = false\n",
+        token.display()
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(Duration::from_secs(20), "the 403 from HEC", || async {
+        (state.lock().unwrap().requests >= 1).then_some(())
+    })
+    .await;
+    assert!(state.lock().unwrap().hec_events.is_empty());
+    assert!(
+        world.dlq().await.is_empty(),
+        "a refused token is not the records' fault: nothing dead-lettered"
+    );
+    // The operator rotates the Secret; the next (slow) retry reads it.
+    std::fs::write(&token, "the-right-token\n").unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "delivery with the new token",
+        || async { (state.lock().unwrap().hec_events.len() >= ids.len()).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    assert_eq!(state.lock().unwrap().hec_events.len(), ids.len());
+    assert!(
+        state.lock().unwrap().requests <= 6,
+        "slow retries, no hammering: {}",
+        state.lock().unwrap().requests
+    );
+}
