@@ -13,6 +13,7 @@ use oprelay_testkit::{eventually, TestPki};
 struct Rsyslog {
     child: Child,
     port: u16,
+    udp_port: u16,
     out: std::path::PathBuf,
 }
 
@@ -35,6 +36,11 @@ fn free_port() -> u16 {
 /// of every message to a file. `tls`: the PKI for a gtls listener.
 async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
     let port = free_port();
+    let udp_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let out = dir.join("received.log");
     let work = dir.join("rsyslog-work");
     std::fs::create_dir_all(&work).unwrap();
@@ -56,6 +62,7 @@ async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
     let conf = format!(
         "global(workDirectory=\"{work}\" maxMessageSize=\"64k\"{global_tls})\n{module}\n\
          input(type=\"imtcp\" port=\"{port}\" address=\"127.0.0.1\")\n\
+         module(load=\"imudp\")\ninput(type=\"imudp\" port=\"{udp_port}\" address=\"127.0.0.1\")\n\
          template(name=\"fields\" type=\"string\" string=\"%msgid%|%app-name%|%pri%|%msg%\\n\")\n\
          action(type=\"omfile\" file=\"{out}\" template=\"fields\")\n",
         work = work.display(),
@@ -81,7 +88,12 @@ async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
             .map(|_| ())
     })
     .await;
-    Rsyslog { child, port, out }
+    Rsyslog {
+        child,
+        port,
+        udp_port,
+        out,
+    }
 }
 
 fn received(r: &Rsyslog) -> Vec<(String, String, String, serde_json::Value)> {
@@ -98,7 +110,15 @@ fn received(r: &Rsyslog) -> Vec<(String, String, String, serde_json::Value)> {
         .collect()
 }
 
-async fn check(tls: bool) {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Tcp,
+    Tls,
+    Udp,
+}
+
+async fn check(mode: Mode) {
+    let tls = mode == Mode::Tls;
     let world = World::start().await;
     let pki = tls.then(|| TestPki::generate(world.dir.path()));
     let rsyslog = rsyslog(world.dir.path(), pki.as_ref()).await;
@@ -136,10 +156,15 @@ async fn check(tls: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc5424_over_tcp_with_octet_counting() {
-    check(false).await;
+    check(Mode::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5426_over_udp() {
+    check(Mode::Udp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc5425_over_tls_with_a_private_ca() {
-    check(true).await;
+    check(Mode::Tls).await;
 }
