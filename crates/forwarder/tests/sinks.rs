@@ -367,3 +367,29 @@ async fn splunk_hec_refusing_the_token_waits_for_an_operator_and_drops_nothing()
         state.lock().unwrap().requests
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca_and_a_client_certificate() {
+    let world = World::start().await;
+    let pki = oprelay_testkit::TestPki::generate(world.dir.path());
+    let state = shared();
+    let addr = common::serve_tls(http_receiver(state.clone(), None), &pki).await;
+    let ids = world.publish_events(Feed::ItemUsages, 2, 50).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"https://localhost:{}/ingest\"\n\
+         tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+        addr.port(),
+        pki.ca_cert.display(),
+        pki.client_cert.display(),
+        pki.client_key.display()
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(30),
+        "records over mutual TLS",
+        || async { (state.lock().unwrap().lines.len() >= ids.len()).then_some(()) },
+    )
+    .await;
+    fwd.stop().await;
+    assert_eq!(state.lock().unwrap().lines.len(), ids.len());
+}

@@ -149,6 +149,59 @@ impl Forwarder {
     }
 }
 
+/// Serves `app` over HTTPS with the test PKI's server certificate, requiring a client
+/// certificate signed by the test CA (mutual TLS).
+pub async fn serve_tls(app: Router, pki: &oprelay_testkit::TestPki) -> SocketAddr {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+    oprelay_bus::install_crypto_provider();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.server_cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pki.server_key).unwrap();
+    let mut roots = RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca_cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+
+    struct TlsListener {
+        tcp: tokio::net::TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+    }
+    impl axum::serve::Listener for TlsListener {
+        type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+        type Addr = SocketAddr;
+        async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+            loop {
+                let Ok((tcp, addr)) = self.tcp.accept().await else {
+                    continue;
+                };
+                // A client that fails the handshake (no client certificate) is just dropped.
+                if let Ok(tls) = self.acceptor.accept(tcp).await {
+                    return (tls, addr);
+                }
+            }
+        }
+        fn local_addr(&self) -> std::io::Result<SocketAddr> {
+            self.tcp.local_addr()
+        }
+    }
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(TlsListener { tcp, acceptor }, app).await });
+    addr
+}
+
 /// The receivers' shared state: what arrived, and failures to answer with next.
 #[derive(Default)]
 pub struct Recv {
