@@ -88,6 +88,22 @@ async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
             .map(|_| ())
     })
     .await;
+    // UDP has no handshake: wait until a probe datagram is written out, so the test's own
+    // datagrams are not sent before imudp listens.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let out_probe = out.clone();
+    eventually(Duration::from_secs(20), "rsyslog's UDP input", || {
+        let _ = probe.send_to(b"<86>1 - - probe - - - ready", ("127.0.0.1", udp_port));
+        let out = out_probe.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::fs::read_to_string(&out)
+                .ok()
+                .filter(|t| t.contains("ready"))
+                .map(|_| ())
+        }
+    })
+    .await;
     Rsyslog {
         child,
         port,
@@ -122,19 +138,26 @@ async fn check(mode: Mode) {
     let world = World::start().await;
     let pki = tls.then(|| TestPki::generate(world.dir.path()));
     let rsyslog = rsyslog(world.dir.path(), pki.as_ref()).await;
-    let ids = world.publish_events(Feed::AuditEvents, 3, 100).await;
-    let tls_keys = pki
-        .as_ref()
-        .map(|p| {
+    // UDP is lossy by design: a burst larger than the receiver's socket buffer is dropped by
+    // the kernel, so the UDP case sends a small batch.
+    let ids = if mode == Mode::Udp {
+        world.publish_events(Feed::AuditEvents, 1, 20).await
+    } else {
+        world.publish_events(Feed::AuditEvents, 3, 100).await
+    };
+    let (transport, port) = match (mode, pki.as_ref()) {
+        (Mode::Udp, _) => ("transport = \"udp\"\n".to_owned(), rsyslog.udp_port),
+        (Mode::Tls, Some(p)) => (
             format!(
                 "transport = \"tls\"\ntls = {{ ca_file = \"{}\" }}\n",
                 p.ca_cert.display()
-            )
-        })
-        .unwrap_or_else(|| "transport = \"tcp\"\n".into());
+            ),
+            rsyslog.port,
+        ),
+        _ => ("transport = \"tcp\"\n".to_owned(), rsyslog.port),
+    };
     let config = world.config(&format!(
-        "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"localhost:{}\"\n{tls_keys}batch = {{ max_events = 64, timeout = \"100ms\" }}\n",
-        rsyslog.port
+        "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"localhost:{port}\"\n{transport}batch = {{ max_events = 64, timeout = \"100ms\" }}\n"
     ));
     let fwd = Forwarder::start(config);
     eventually(

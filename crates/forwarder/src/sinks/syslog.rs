@@ -202,8 +202,27 @@ impl Syslog {
         };
         Ok(match self.transport {
             Transport::Udp => {
-                let sock = UdpSocket::bind("0.0.0.0:0").await.map_err(fail)?;
-                sock.connect(&self.address).await.map_err(fail)?;
+                // Prefer IPv4 when the name has both (a receiver on 127.0.0.1 is the common
+                // case, and a datagram to the wrong family vanishes without an error).
+                let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&self.address)
+                    .await
+                    .map_err(fail)?
+                    .collect();
+                let addr = addrs
+                    .iter()
+                    .find(|a| a.is_ipv4())
+                    .or(addrs.first())
+                    .copied()
+                    .ok_or_else(|| {
+                        SinkError::transient(format!("{} resolves to no address", self.address))
+                    })?;
+                let local = if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
+                let sock = UdpSocket::bind(local).await.map_err(fail)?;
+                sock.connect(addr).await.map_err(fail)?;
                 Conn::Udp(sock)
             }
             Transport::Tcp => Conn::Tcp(TcpStream::connect(&self.address).await.map_err(fail)?),
