@@ -20,10 +20,10 @@ use oprelay_testkit::{binary, cpu_seconds, NatsServer};
 
 async fn publish(bus: &Bus, pages: u64) -> usize {
     let sim = opsim::Sim::new(opsim::SimConfig {
-        backfill: 1000,
+        backfill: 400,
         ..Default::default()
     });
-    let items: Vec<serde_json::Value> = (0..1000).map(|i| sim.event(Feed::ItemUsages, i)).collect();
+    let items: Vec<serde_json::Value> = (0..400).map(|i| sim.event(Feed::ItemUsages, i)).collect();
     let raw =
         serde_json::to_vec(&serde_json::json!({"cursor": "c", "has_more": true, "items": items}))
             .unwrap();
@@ -50,13 +50,27 @@ async fn publish(bus: &Bus, pages: u64) -> usize {
     page.count * pages as usize
 }
 
+/// Whether the sink's consumer has acknowledged every message (the forwarder acks a batch
+/// only after the sink accepted it).
+async fn drained(bus: &Bus, sink: &str, messages: u64) -> bool {
+    let Ok(stream) = bus.jetstream().get_stream(names::STREAM_EVENTS).await else {
+        return false;
+    };
+    match stream.consumer_info(format!("sink-{sink}")).await {
+        Ok(info) => info.ack_floor.stream_sequence >= messages && info.num_ack_pending == 0,
+        Err(_) => false,
+    }
+}
+
 async fn run(
     label: &str,
     nats: &NatsServer,
     dir: &std::path::Path,
+    bus: &Bus,
     sink: &str,
     total: usize,
-    done: impl Fn() -> usize,
+    messages: u64,
+    delivered: impl Fn() -> usize,
 ) {
     let config = dir.join(format!("{label}.toml"));
     std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
@@ -68,7 +82,8 @@ async fn run(
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    while done() < total {
+    let name = label.split_whitespace().next().unwrap_or(label);
+    while !drained(bus, name, messages).await {
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "{label}: not done in 10 min"
@@ -76,6 +91,7 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wall = started.elapsed().as_secs_f64();
+    assert_eq!(delivered(), total, "{label}: every record delivered");
     let cpu = cpu_seconds(child.id());
     let _ = child.kill();
     let _ = child.wait();
@@ -87,7 +103,7 @@ async fn main() {
     let pages: u64 = std::env::var("BENCH_PAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(750);
     let nats = NatsServer::start();
     let bus = Bus::connect(&NatsSettings {
         url: nats.url(),
@@ -106,10 +122,12 @@ async fn main() {
             .map(|b| b.iter().filter(|c| **c == b'\n').count())
             .unwrap_or(0)
     };
-    run("file sink", &nats, dir.path(), &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, lines).await;
+    let messages = pages;
+    run("file sink", &nats, dir.path(), &bus, &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, messages, lines).await;
 
     let received = Arc::new(AtomicUsize::new(0));
     let count = received.clone();
+    // Take bodies of any size, as a SIEM's bulk endpoint does (axum's default is 2 MB).
     let app = axum::Router::new().route(
         "/ingest",
         post(move |body: Bytes| {
@@ -123,9 +141,10 @@ async fn main() {
             }
         }),
     );
+    let app = app.layer(axum::extract::DefaultBodyLimit::disable());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let got = received.clone();
-    run("http sink", &nats, dir.path(), &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, move || got.load(Ordering::Relaxed)).await;
+    run("http sink", &nats, dir.path(), &bus, &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, messages, move || got.load(Ordering::Relaxed)).await;
 }
