@@ -62,16 +62,22 @@ async fn drained(bus: &Bus, sink: &str, messages: u64) -> bool {
     }
 }
 
+/// Where a run happens: the server, a client, a scratch directory.
+struct Env<'a> {
+    nats: &'a NatsServer,
+    bus: &'a Bus,
+    dir: &'a std::path::Path,
+}
+
 async fn run(
+    env: &Env<'_>,
     label: &str,
-    nats: &NatsServer,
-    dir: &std::path::Path,
-    bus: &Bus,
     sink: &str,
     total: usize,
     messages: u64,
     delivered: impl Fn() -> usize,
 ) {
+    let (nats, bus, dir) = (env.nats, env.bus, env.dir);
     let config = dir.join(format!("{label}.toml"));
     std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
     let started = Instant::now();
@@ -123,7 +129,12 @@ async fn main() {
             .unwrap_or(0)
     };
     let messages = pages;
-    run("file sink", &nats, dir.path(), &bus, &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, messages, lines).await;
+    let env = Env {
+        nats: &nats,
+        bus: &bus,
+        dir: dir.path(),
+    };
+    run(&env, "file sink", &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, messages, lines).await;
 
     let received = Arc::new(AtomicUsize::new(0));
     let count = received.clone();
@@ -146,5 +157,5 @@ async fn main() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     let got = received.clone();
-    run("http sink", &nats, dir.path(), &bus, &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, messages, move || got.load(Ordering::Relaxed)).await;
+    run(&env, "http sink", &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, messages, move || got.load(Ordering::Relaxed)).await;
 }
