@@ -393,3 +393,63 @@ async fn https_with_a_private_ca_and_a_client_certificate() {
     fwd.stop().await;
     assert_eq!(state.lock().unwrap().lines.len(), ids.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_the_siem_accepts_is_dead_lettered_alone() {
+    use oprelay_bus::Outgoing;
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().max_body = Some(20_000);
+    let addr = serve(http_receiver(state.clone(), None)).await;
+    let record = |i: usize, pad: usize| {
+        format!(
+            r#"{{"uuid":"R{i}","pad":"{}","p_log_type":"OnePassword.ItemUsage","p_row_id":"{i:032x}","p_event_time":"2026-03-01 00:00:00.000000000","p_parse_time":"2026-03-01 00:00:01.000000000","p_source_id":"s","p_source_label":"L"}}"#,
+            "x".repeat(pad)
+        )
+    };
+    let mut body = String::new();
+    for i in 0..10 {
+        body.push_str(&record(i, if i == 6 { 50_000 } else { 100 }));
+        body.push('\n');
+    }
+    world
+        .bus
+        .publish(Outgoing::new(
+            "op.events.acme.item_usages",
+            "events:big",
+            body,
+        ))
+        .await
+        .unwrap();
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nformat = \"raw\"\n"
+    ));
+    let fwd = Forwarder::start(config);
+    let dlq = eventually(
+        Duration::from_secs(30),
+        "the oversized record in the DLQ",
+        || async {
+            let d = world.dlq().await;
+            let n = state.lock().unwrap().lines.len();
+            (!d.is_empty() && n >= 9).then_some(d)
+        },
+    )
+    .await;
+    fwd.stop().await;
+    let got: Vec<String> = state
+        .lock()
+        .unwrap()
+        .lines
+        .iter()
+        .map(|l| l["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        got.len(),
+        9,
+        "the nine others delivered, once each: {got:?}"
+    );
+    assert!(!got.contains(&"R6".to_owned()));
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].0.contains("413"), "{}", dlq[0].0);
+    assert!(String::from_utf8_lossy(&dlq[0].1).contains("\"uuid\":\"R6\""));
+}

@@ -207,6 +207,8 @@ pub async fn serve_tls(app: Router, pki: &oprelay_testkit::TestPki) -> SocketAdd
 pub struct Recv {
     pub fail_next: VecDeque<(u16, String)>,
     pub down: bool,
+    /// Generic HTTP: refuse bodies larger than this with 413, as a real endpoint's limit does.
+    pub max_body: Option<usize>,
     pub requests: usize,
     /// Generic HTTP: every NDJSON line received.
     pub lines: Vec<Value>,
@@ -275,6 +277,15 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                         }
                     }
                     let body = body_bytes(&headers, &body);
+                    if state
+                        .lock()
+                        .unwrap()
+                        .max_body
+                        .is_some_and(|m| body.len() > m)
+                    {
+                        return (StatusCode::PAYLOAD_TOO_LARGE, "request entity too large")
+                            .into_response();
+                    }
                     let ct = headers
                         .get("content-type")
                         .and_then(|v| v.to_str().ok())
