@@ -453,3 +453,36 @@ async fn a_record_larger_than_the_siem_accepts_is_dead_lettered_alone() {
     assert!(dlq[0].0.contains("413"), "{}", dlq[0].0);
     assert!(String::from_utf8_lossy(&dlq[0].1).contains("\"uuid\":\"R6\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticsearch_with_an_api_key_and_with_basic_auth() {
+    let world = World::start().await;
+    let (keyed, basic) = (shared(), shared());
+    keyed.lock().unwrap().expect_auth = Some("ApiKey a2V5LWlkOnNlY3JldA==".into());
+    basic.lock().unwrap().expect_auth = Some("Basic b3ByZWxheTpwQHNz".into()); // oprelay:p@ss
+    let keyed_addr = serve(es_receiver(keyed.clone())).await;
+    let basic_addr = serve(es_receiver(basic.clone())).await;
+    std::fs::write(world.dir.path().join("apikey"), "a2V5LWlkOnNlY3JldA==\n").unwrap();
+    std::fs::write(world.dir.path().join("password"), "p@ss\n").unwrap();
+    let ids = world.publish_events(Feed::SignInAttempts, 1, 50).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"keyed\"\ntype = \"elasticsearch\"\nendpoint = \"http://{keyed_addr}\"\napi_key_file = \"{}\"\n\
+         [[sinks]]\nname = \"basic\"\ntype = \"elasticsearch\"\nendpoint = \"http://{basic_addr}\"\nusername = \"oprelay\"\npassword_file = \"{}\"\n",
+        world.dir.path().join("apikey").display(),
+        world.dir.path().join("password").display()
+    ));
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(30),
+        "both clusters indexed everything",
+        || async {
+            (keyed.lock().unwrap().docs.len() >= ids.len()
+                && basic.lock().unwrap().docs.len() >= ids.len())
+            .then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+    assert_eq!(keyed.lock().unwrap().docs.len(), ids.len());
+    assert_eq!(basic.lock().unwrap().docs.len(), ids.len());
+}

@@ -209,6 +209,8 @@ pub struct Recv {
     pub down: bool,
     /// Generic HTTP: refuse bodies larger than this with 413, as a real endpoint's limit does.
     pub max_body: Option<usize>,
+    /// Elasticsearch: the `Authorization` header it requires, when security is on.
+    pub expect_auth: Option<String>,
     pub requests: usize,
     /// Generic HTTP: every NDJSON line received.
     pub lines: Vec<Value>,
@@ -329,7 +331,13 @@ pub fn es_receiver(state: Shared) -> Router {
                 if let Some(r) = injected(&state) {
                     return r;
                 }
-                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+let wanted = state.lock().unwrap().expect_auth.clone();
+                if let Some(w) = wanted {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(w.as_str()) {
+                        return (StatusCode::UNAUTHORIZED, "security_exception").into_response();
+                    }
+                }
+                                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 if ct != "application/x-ndjson" && ct != "application/json" {
                     return (StatusCode::NOT_ACCEPTABLE, "Content-Type header [] is not supported").into_response();
                 }
