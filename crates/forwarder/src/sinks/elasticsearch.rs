@@ -2,30 +2,21 @@
 //! meets its own document (409) and is counted as delivered, so there is never a duplicate.
 //! Per-item statuses are read one by one — `_bulk` answers 200 even when items failed.
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::Value;
 
 use oprelay_service::config::{SecretSource, SinkConfig};
 
-use super::http::{client, post, read_secret};
+use super::http::{client, post, Credentials};
 use super::{Outcome, SinkError};
 use crate::format::Record;
-
-enum Auth {
-    None,
-    Basic {
-        user: String,
-        password: SecretSource,
-    },
-    ApiKey(SecretSource),
-}
 
 pub struct Elasticsearch {
     client: reqwest::Client,
     url: String,
     index: String,
-    auth: Auth,
+    auth: Credentials,
     gzip: bool,
 }
 
@@ -63,17 +54,9 @@ pub fn index_name(template: &str, r: &Record) -> String {
 
 impl Elasticsearch {
     pub fn new(config: &SinkConfig) -> Result<Elasticsearch, String> {
-        let auth = match (
-            &config.username,
-            &config.password_file,
-            &config.api_key_file,
-        ) {
-            (_, _, Some(k)) => Auth::ApiKey(SecretSource::File(k.clone())),
-            (Some(u), Some(p), None) => Auth::Basic {
-                user: u.clone(),
-                password: SecretSource::File(p.clone()),
-            },
-            _ => Auth::None,
+        let auth = match &config.api_key_file {
+            Some(k) => Credentials::ApiKey(SecretSource::File(k.clone())),
+            None => Credentials::basic(config).unwrap_or(Credentials::None),
         };
         Ok(Elasticsearch {
             client: client(config)?,
@@ -100,25 +83,7 @@ impl Elasticsearch {
             CONTENT_TYPE,
             HeaderValue::from_static("application/x-ndjson"),
         );
-        let value = match &self.auth {
-            Auth::None => None,
-            Auth::ApiKey(src) => Some(format!("ApiKey {}", read_secret(src, "API key")?.expose())),
-            Auth::Basic { user, password } => {
-                use base64::Engine;
-                let pair = format!("{user}:{}", read_secret(password, "password")?.expose());
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-            }
-        };
-        if let Some(v) = value {
-            let mut v = HeaderValue::from_str(&v).map_err(|_| {
-                SinkError::needs_operator("the credential has characters a header cannot carry")
-            })?;
-            v.set_sensitive(true);
-            h.insert(AUTHORIZATION, v);
-        }
+        self.auth.apply(&mut h)?;
         Ok(h)
     }
 

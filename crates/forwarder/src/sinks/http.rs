@@ -96,14 +96,15 @@ pub fn transport(e: reqwest::Error) -> SinkError {
     SinkError::transient(format!("request failed: {}", e.without_url()))
 }
 
-/// POSTs a body; returns the status, headers and body of a successful response.
-pub async fn post(
+/// POSTs a body (gzipped when asked) and returns whatever came back; only transport failures
+/// are errors here, so a caller can read a protocol's own error body before [`classify`].
+pub async fn send(
     client: &reqwest::Client,
     url: &str,
     headers: HeaderMap,
     body: Vec<u8>,
     compress: bool,
-) -> Result<(HeaderMap, Bytes), SinkError> {
+) -> Result<(StatusCode, HeaderMap, Bytes), SinkError> {
     let mut req = client.post(url).headers(headers);
     let body = if compress {
         req = req.header(CONTENT_ENCODING, "gzip");
@@ -115,6 +116,18 @@ pub async fn post(
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(transport)?;
+    Ok((status, headers, body))
+}
+
+/// POSTs a body; returns the headers and body of a successful response.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    compress: bool,
+) -> Result<(HeaderMap, Bytes), SinkError> {
+    let (status, headers, body) = send(client, url, headers, body, compress).await?;
     classify(status, &headers, &body)?;
     Ok((headers, body))
 }
@@ -125,20 +138,72 @@ pub fn read_secret(source: &SecretSource, what: &str) -> Result<Secret, SinkErro
         .map_err(|e| SinkError::needs_operator(format!("cannot read the {what}: {e}")))
 }
 
-enum Auth {
+/// How a sink proves who it is. The secret is read for every request, so a rotated Secret is
+/// used at once, and the header is marked sensitive so it never shows in debug output.
+pub enum Credentials {
     None,
     Bearer(SecretSource),
     Basic {
         user: String,
         password: SecretSource,
     },
+    ApiKey(SecretSource),
+    Splunk(SecretSource),
+}
+
+impl Credentials {
+    /// `username` + `password_file` as basic auth, when both are set.
+    pub fn basic(config: &SinkConfig) -> Option<Credentials> {
+        match (&config.username, &config.password_file) {
+            (Some(u), Some(p)) => Some(Credentials::Basic {
+                user: u.clone(),
+                password: SecretSource::File(p.clone()),
+            }),
+            _ => None,
+        }
+    }
+
+    /// `token_file` or `token_env`, when one is set.
+    pub fn token(config: &SinkConfig) -> Option<SecretSource> {
+        match (&config.token_file, &config.token_env) {
+            (Some(f), _) => Some(SecretSource::File(f.clone())),
+            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Adds the `Authorization` header, if any.
+    pub fn apply(&self, headers: &mut HeaderMap) -> Result<(), SinkError> {
+        let value = match self {
+            Credentials::None => return Ok(()),
+            Credentials::Bearer(s) => {
+                format!("Bearer {}", read_secret(s, "bearer token")?.expose())
+            }
+            Credentials::ApiKey(s) => format!("ApiKey {}", read_secret(s, "API key")?.expose()),
+            Credentials::Splunk(s) => format!("Splunk {}", read_secret(s, "HEC token")?.expose()),
+            Credentials::Basic { user, password } => {
+                use base64::Engine;
+                let pair = format!("{user}:{}", read_secret(password, "password")?.expose());
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+        };
+        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+            SinkError::needs_operator("the credential has characters a header cannot carry")
+        })?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+        Ok(())
+    }
 }
 
 pub struct HttpSink {
     client: reqwest::Client,
     endpoint: String,
     headers: HeaderMap,
-    auth: Auth,
+    auth: Credentials,
     json_array: bool,
     gzip: bool,
 }
@@ -162,20 +227,10 @@ impl HttpSink {
                 "application/x-ndjson"
             }),
         );
-        let auth = match (
-            &config.token_file,
-            &config.token_env,
-            &config.username,
-            &config.password_file,
-        ) {
-            (Some(f), _, _, _) => Auth::Bearer(SecretSource::File(f.clone())),
-            (None, Some(e), _, _) => Auth::Bearer(SecretSource::Env(e.clone())),
-            (None, None, Some(u), Some(p)) => Auth::Basic {
-                user: u.clone(),
-                password: SecretSource::File(p.clone()),
-            },
-            _ => Auth::None,
-        };
+        let auth = Credentials::token(config)
+            .map(Credentials::Bearer)
+            .or_else(|| Credentials::basic(config))
+            .unwrap_or(Credentials::None);
         Ok(HttpSink {
             client: client(config)?,
             endpoint: config
@@ -208,29 +263,7 @@ impl HttpSink {
             }
         }
         let mut headers = self.headers.clone();
-        let auth = match &self.auth {
-            Auth::None => None,
-            Auth::Bearer(src) => Some(format!(
-                "Bearer {}",
-                read_secret(src, "bearer token")?.expose()
-            )),
-            Auth::Basic { user, password } => {
-                use base64::Engine;
-                let pw = read_secret(password, "password")?;
-                let pair = format!("{user}:{}", pw.expose());
-                Some(format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(pair)
-                ))
-            }
-        };
-        if let Some(a) = auth {
-            let mut v = HeaderValue::from_str(&a).map_err(|_| {
-                SinkError::needs_operator("the credential has characters a header cannot carry")
-            })?;
-            v.set_sensitive(true);
-            headers.insert(AUTHORIZATION, v);
-        }
+        self.auth.apply(&mut headers)?;
         post(&self.client, &self.endpoint, headers, body, self.gzip).await?;
         Ok(Outcome::Delivered)
     }

@@ -2,16 +2,19 @@
 //! optionally indexer acknowledgement — Splunk's "200" only means "looks valid"; with `ack`
 //! the batch counts as delivered only when Splunk says it is indexed.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::Rng;
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::json;
 
-use oprelay_service::config::{SecretSource, SinkConfig};
+use oprelay_events::Feed;
+use oprelay_service::config::SinkConfig;
 
-use super::http::{classify, client, gzip, read_secret, transport};
+use super::http::{classify, client, post, send, Credentials};
 use super::{Outcome, SinkError};
 use crate::format::Record;
 
@@ -22,7 +25,7 @@ const ACK_GIVE_UP: Duration = Duration::from_secs(120);
 pub struct SplunkHec {
     client: reqwest::Client,
     endpoint: String,
-    token: SecretSource,
+    auth: Credentials,
     index: Option<String>,
     sourcetype: Option<String>,
     host: String,
@@ -62,11 +65,8 @@ fn random_channel() -> String {
 
 impl SplunkHec {
     pub fn new(config: &SinkConfig) -> Result<SplunkHec, String> {
-        let token = match (&config.token_file, &config.token_env) {
-            (Some(f), _) => SecretSource::File(f.clone()),
-            (None, Some(e)) => SecretSource::Env(e.clone()),
-            (None, None) => return Err("a splunk_hec sink needs token_file or token_env".into()),
-        };
+        let token =
+            Credentials::token(config).ok_or("a splunk_hec sink needs token_file or token_env")?;
         Ok(SplunkHec {
             client: client(config)?,
             endpoint: config
@@ -75,7 +75,7 @@ impl SplunkHec {
                 .ok_or("a splunk_hec sink needs `endpoint`")?
                 .trim_end_matches('/')
                 .to_owned(),
-            token,
+            auth: Credentials::Splunk(token),
             index: config.index.clone(),
             sourcetype: config.sourcetype.clone(),
             host: std::env::var("HOSTNAME").unwrap_or_else(|_| "oprelay".into()),
@@ -86,14 +86,8 @@ impl SplunkHec {
     }
 
     fn headers(&self) -> Result<HeaderMap, SinkError> {
-        let token = read_secret(&self.token, "HEC token")?;
-        let mut auth =
-            HeaderValue::from_str(&format!("Splunk {}", token.expose())).map_err(|_| {
-                SinkError::needs_operator("the HEC token has characters a header cannot carry")
-            })?;
-        auth.set_sensitive(true);
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, auth);
+        self.auth.apply(&mut h)?;
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(c) = &self.channel {
             if let Ok(v) = HeaderValue::from_str(c) {
@@ -103,29 +97,34 @@ impl SplunkHec {
         Ok(h)
     }
 
+    /// `,"host":…,"source":…,"sourcetype":…[,"index":…]` for one account and feed.
+    fn metadata(&self, account: &str, feed: Feed) -> String {
+        let sourcetype = self
+            .sourcetype
+            .clone()
+            .unwrap_or_else(|| format!("1password:{feed}"));
+        let mut meta = json!({"host": self.host, "source": format!("oprelay:{account}"), "sourcetype": sourcetype});
+        if let Some(i) = &self.index {
+            meta["index"] = json!(i);
+        }
+        let mut out = String::new();
+        for (k, v) in meta.as_object().into_iter().flatten() {
+            out.push_str(&format!(",\"{k}\":{v}"));
+        }
+        out
+    }
+
     /// The event envelope: `time` is epoch seconds with the event time's fraction.
-    fn envelope(&self, r: &Record, out: &mut Vec<u8>) {
+    fn envelope(r: &Record, metadata: &str, out: &mut Vec<u8>) {
         let nanos = r.event_time.unix_timestamp_nanos();
         let time = format!(
             "{}.{:06}",
             nanos.div_euclid(1_000_000_000),
             nanos.rem_euclid(1_000_000_000) / 1_000
         );
-        let sourcetype = self
-            .sourcetype
-            .clone()
-            .unwrap_or_else(|| format!("1password:{}", r.feed));
-        let mut meta = json!({"host": self.host, "source": format!("oprelay:{}", r.account), "sourcetype": sourcetype});
-        if let Some(i) = &self.index {
-            meta["index"] = json!(i);
-        }
         out.extend_from_slice(b"{\"time\":");
         out.extend_from_slice(time.as_bytes());
-        if let Some(obj) = meta.as_object() {
-            for (k, v) in obj {
-                out.extend_from_slice(format!(",\"{k}\":{v}").as_bytes());
-            }
-        }
+        out.extend_from_slice(metadata.as_bytes());
         out.extend_from_slice(b",\"event\":");
         out.extend_from_slice(&r.body);
         out.extend_from_slice(b"}\n");
@@ -133,21 +132,17 @@ impl SplunkHec {
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 160).sum());
+        // A batch is nearly always one account and feed: render their metadata once.
+        let mut metadata: HashMap<(&str, Feed), String> = HashMap::new();
         for r in records {
-            self.envelope(r, &mut body);
+            let m = metadata
+                .entry((r.account.as_str(), r.feed))
+                .or_insert_with(|| self.metadata(&r.account, r.feed));
+            Self::envelope(r, m, &mut body);
         }
         let url = format!("{}/services/collector/event", self.endpoint);
-        let mut req = self.client.post(&url).headers(self.headers()?);
-        let body = if self.gzip {
-            req = req.header("Content-Encoding", "gzip");
-            gzip(&body)?
-        } else {
-            body
-        };
-        let resp = req.body(body).send().await.map_err(transport)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(transport)?;
+        let (status, headers, bytes) =
+            send(&self.client, &url, self.headers()?, body, self.gzip).await?;
         let reply: Option<HecReply> = serde_json::from_slice(&bytes).ok();
         if !status.is_success() {
             if let Some(r) = &reply {
@@ -192,18 +187,8 @@ impl SplunkHec {
         let url = format!("{}/services/collector/ack", self.endpoint);
         let deadline = tokio::time::Instant::now() + ACK_GIVE_UP;
         loop {
-            let resp = self
-                .client
-                .post(&url)
-                .headers(self.headers()?)
-                .body(json!({"acks": [ack_id]}).to_string())
-                .send()
-                .await
-                .map_err(transport)?;
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(transport)?;
-            classify(status, &headers, &bytes)?;
+            let body = json!({"acks": [ack_id]}).to_string().into_bytes();
+            let (_, bytes) = post(&self.client, &url, self.headers()?, body, false).await?;
             let reply: AckReply = serde_json::from_slice(&bytes)
                 .map_err(|e| SinkError::transient(format!("Splunk ack reply: {e}")))?;
             if reply
