@@ -69,7 +69,7 @@ pub async fn import(bus: Option<&Bus>, files: &[(PathBuf, ParsedFile)]) -> anyho
     Ok(())
 }
 
-async fn all_rows(bus: &Bus) -> anyhow::Result<Vec<LookupRow>> {
+pub async fn all_rows(bus: &Bus) -> anyhow::Result<Vec<LookupRow>> {
     let kv = JsonKv::open(bus, names::BUCKET_LOOKUPS).await?;
     let mut keys = kv.store().keys().await.context("listing OP_LOOKUPS")?;
     let mut names_ = Vec::new();

@@ -1,7 +1,9 @@
 //! `oprelay`: the operator's command line.
 
 mod dlq;
+mod ingest;
 mod lookups;
+mod normalize;
 mod status;
 
 use std::path::PathBuf;
@@ -11,8 +13,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use oprelay_bus::Bus;
-use oprelay_events::LookupKind;
-use oprelay_service::config::{self, Config};
+use oprelay_events::{AccountName, Feed, LookupKind};
+use oprelay_normalizer::normalize::Source;
+use oprelay_service::config::{self, Config, OutputFormat};
 
 #[derive(Parser)]
 #[command(name = "oprelay", version, about = "Operate an oprelay pipeline")]
@@ -44,6 +47,51 @@ enum Command {
         /// Refresh every 2 seconds until Ctrl-C.
         #[arg(long)]
         watch: bool,
+    },
+    /// Normalize files of 1Password events (NDJSON events or API pages, a whole JSON
+    /// document, eventsapibeat/Elastic `event.original`, Splunk `_raw`) with the normalizer's
+    /// own code; records to stdout. Exit code 3 when some input was rejected.
+    Normalize {
+        /// Input files; standard input when none.
+        files: Vec<PathBuf>,
+        /// The feed of every event; told from each event's fields when absent.
+        #[arg(long, value_parser = parse_feed)]
+        feed: Option<Feed>,
+        /// The account the events belong to (sets p_source_id; its label and source_id come
+        /// from the config's [[accounts]] when it is there).
+        #[arg(long)]
+        account: String,
+        /// p_source_label, overriding the config.
+        #[arg(long)]
+        label: Option<String>,
+        /// Lookup files to enrich from, in any format `oprelay lookups import` reads.
+        #[arg(long, num_args = 1..)]
+        lookups: Vec<PathBuf>,
+        /// What the rows of CSV / JSON Lines lookup files name (default item).
+        #[arg(long, value_parser = parse_kind)]
+        lookups_kind: Option<LookupKind>,
+        /// Also enrich from the live OP_LOOKUPS bucket.
+        #[arg(long)]
+        nats: bool,
+        /// panther (the pipeline's record), raw (the original event) or ecs.
+        #[arg(long, default_value = "panther", value_parser = parse_format)]
+        format: OutputFormat,
+        /// Write every rejected record (one per line) to this file.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+    },
+    /// Publish files of 1Password events into OP_RAW as pages, to flow through the pipeline
+    /// like live events. Ingesting the same file again publishes nothing new.
+    Ingest {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = parse_feed)]
+        feed: Feed,
+        /// Events per page (the Events API's own pages hold up to 1000).
+        #[arg(long, default_value_t = 1000)]
+        page_size: usize,
     },
 }
 
@@ -108,6 +156,22 @@ fn parse_kind(s: &str) -> Result<LookupKind, String> {
         .ok_or_else(|| format!("`{s}` is not item, vault, user or group"))
 }
 
+fn parse_feed(s: &str) -> Result<Feed, String> {
+    Feed::ALL
+        .into_iter()
+        .find(|f| f.as_str() == s)
+        .ok_or_else(|| format!("`{s}` is not signin_attempts, item_usages or audit_events"))
+}
+
+fn parse_format(s: &str) -> Result<OutputFormat, String> {
+    match s {
+        "panther" => Ok(OutputFormat::Panther),
+        "raw" => Ok(OutputFormat::Raw),
+        "ecs" => Ok(OutputFormat::Ecs),
+        _ => Err(format!("`{s}` is not panther, raw or ecs")),
+    }
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut cfg = config::load(cli.config.as_deref())?;
     if let Some(url) = &cli.nats_url {
@@ -153,6 +217,59 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { watch } => {
             status::run(&connect(&cfg).await?, watch).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Normalize {
+            files,
+            feed,
+            account,
+            label,
+            lookups,
+            lookups_kind,
+            nats,
+            format,
+            rejects,
+        } => {
+            let configured = cfg.accounts.iter().find(|a| a.name.as_str() == account);
+            let source = Source::for_account(
+                &account,
+                configured.and_then(|a| a.source_id.as_deref()),
+                label.as_deref().or(configured.map(|a| a.label())),
+            );
+            let mut rows = Vec::new();
+            for (_, parsed) in lookups::parse_files(&lookups, lookups_kind)? {
+                rows.extend(parsed.rows);
+            }
+            if nats {
+                let bus = connect(&cfg).await?;
+                rows.extend(lookups::all_rows(&bus).await?);
+            }
+            let index = normalize::index_of(rows);
+            let opts = normalize::Options {
+                files,
+                feed,
+                source,
+                account,
+                format,
+                rejects,
+            };
+            tokio::task::spawn_blocking(move || normalize::run(opts, index)).await?
+        }
+        Command::Ingest {
+            files,
+            account,
+            feed,
+            page_size,
+        } => {
+            let account = AccountName::new(&account)
+                .map_err(|e| anyhow::anyhow!("--account {account:?}: {e}"))?;
+            let bus = connect(&cfg).await?;
+            let opts = ingest::Options {
+                files,
+                account,
+                feed,
+                page_size,
+            };
+            ingest::run(&bus, opts).await
         }
         Command::Lookups(LookupsCommand::Import {
             files,

@@ -4,6 +4,7 @@
 //! and by `oprelay normalize`; [`lookup`] is the in-memory UUID index; [`lookup_files`] reads the
 //! lookup files operators import.
 
+pub mod event_files;
 pub mod lookup;
 pub mod lookup_files;
 pub mod normalize;
