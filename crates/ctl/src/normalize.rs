@@ -15,7 +15,7 @@ use oprelay_events::{Feed, LookupRow};
 use oprelay_forwarder::format;
 use oprelay_normalizer::event_files::{self, FoundEvent};
 use oprelay_normalizer::lookup::LookupIndex;
-use oprelay_normalizer::normalize::{normalize_record, PageContext, Source};
+use oprelay_normalizer::normalize::{normalize_record, PageContext, RejectReason, Source};
 use oprelay_service::config::OutputFormat;
 
 /// Exit code when every input was read but some records were rejected.
@@ -165,6 +165,20 @@ pub fn run(opts: Options, mut index: LookupIndex) -> anyhow::Result<ExitCode> {
     })
 }
 
+enum Failed {
+    Normalize(RejectReason),
+    Render(String),
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failed::Normalize(r) => r.fmt(f),
+            Failed::Render(e) => write!(f, "cannot render the record: {e}"),
+        }
+    }
+}
+
 struct Job<'c, 's> {
     contexts: &'c [PageContext<'s>; 3],
     index: &'c mut LookupIndex,
@@ -193,6 +207,26 @@ impl Job<'_, '_> {
                 return rejects.record(input, value.line, &e.to_string(), b"");
             }
         };
+        // With --feed, a line that is the API item itself (the common case, and the one
+        // worth being fast for) goes straight to the normalizer: one parse, not two. Anything
+        // without a uuid at the top (a page, a Splunk or Elastic wrapper) is unwrapped below.
+        if let Some(feed) = self.feed {
+            let mark = self.records.len();
+            match self.normalize(text, feed) {
+                Ok(()) => {
+                    counts.per_feed[feed_slot(feed)] += 1;
+                    return self.flush_if_full(out);
+                }
+                Err(Failed::Normalize(RejectReason::NoUuid | RejectReason::NotAnObject)) => {
+                    self.records.truncate(mark)
+                }
+                Err(reason) => {
+                    self.records.truncate(mark);
+                    counts.rejected += 1;
+                    return rejects.record(input, value.line, &reason.to_string(), text.as_bytes());
+                }
+            }
+        }
         let mut events: Vec<FoundEvent<'_>> = Vec::with_capacity(1);
         if let Err(e) = event_files::events_in(text, self.feed, &mut events) {
             counts.rejected += 1;
@@ -200,33 +234,8 @@ impl Job<'_, '_> {
         }
         for event in &events {
             let mark = self.records.len();
-            let ctx = &self.contexts[feed_slot(event.feed)];
-            match normalize_record(
-                &event.raw,
-                ctx,
-                self.index,
-                &mut self.records,
-                &mut self.learned,
-                &mut self.matches,
-            ) {
-                Ok(_) => {
-                    counts.per_feed[feed_slot(event.feed)] += 1;
-                    if self.format != OutputFormat::Panther {
-                        let line = self.records.split_off(mark);
-                        let line = line.strip_suffix(b"\n").unwrap_or(&line);
-                        match format::render(line, self.format, self.account, event.feed) {
-                            Ok(rec) => {
-                                self.records.extend_from_slice(&rec.body);
-                                self.records.push(b'\n');
-                            }
-                            Err(e) => {
-                                counts.per_feed[feed_slot(event.feed)] -= 1;
-                                counts.rejected += 1;
-                                rejects.record(input, value.line, &e, event.raw.as_bytes())?;
-                            }
-                        }
-                    }
-                }
+            match self.normalize(&event.raw, event.feed) {
+                Ok(()) => counts.per_feed[feed_slot(event.feed)] += 1,
                 Err(reason) => {
                     self.records.truncate(mark);
                     counts.rejected += 1;
@@ -234,9 +243,37 @@ impl Job<'_, '_> {
                 }
             }
         }
-        // Learned users are already in the index; the service also persists them, a file
-        // run does not write to the bus.
+        self.flush_if_full(out)
+    }
+
+    /// Normalizes one API item onto `records` (in the output format); on error `records` may
+    /// hold part of it, which the caller truncates.
+    fn normalize(&mut self, raw: &str, feed: Feed) -> Result<(), Failed> {
+        let mark = self.records.len();
+        normalize_record(
+            raw,
+            &self.contexts[feed_slot(feed)],
+            self.index,
+            &mut self.records,
+            &mut self.learned,
+            &mut self.matches,
+        )
+        .map_err(Failed::Normalize)?;
+        // Learned users are in the index now; the service also persists them to OP_LOOKUPS,
+        // a file run writes nothing to the bus.
         self.learned.clear();
+        if self.format != OutputFormat::Panther {
+            let line = self.records.split_off(mark);
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            let rec =
+                format::render(line, self.format, self.account, feed).map_err(Failed::Render)?;
+            self.records.extend_from_slice(&rec.body);
+            self.records.push(b'\n');
+        }
+        Ok(())
+    }
+
+    fn flush_if_full(&mut self, out: &mut impl Write) -> io::Result<()> {
         if self.records.len() >= FLUSH_AT {
             out.write_all(&self.records)?;
             self.records.clear();

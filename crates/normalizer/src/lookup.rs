@@ -6,11 +6,52 @@
 
 use std::collections::HashMap;
 
+use serde::Serialize;
+
 use oprelay_events::{LookupKind, LookupRow, LookupSource};
 
 #[derive(Default, Clone)]
 pub struct LookupIndex {
-    maps: [HashMap<Box<str>, LookupRow>; 4],
+    maps: [HashMap<Box<str>, Entry>; 4],
+}
+
+/// A row and the JSON object `p_enrichment` shows for it. Lookups match UUIDs exactly, so
+/// `p_match` is the row's own UUID and the whole object can be rendered once when the row
+/// arrives instead of for every event that names it (most events name three).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub row: LookupRow,
+    pub rendered: Box<str>,
+}
+
+#[derive(Serialize)]
+struct EnrichmentOut<'a> {
+    uuid: &'a str,
+    kind: LookupKind,
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    source: LookupSource,
+    p_match: &'a str,
+}
+
+impl Entry {
+    fn new(row: LookupRow) -> Entry {
+        let rendered = serde_json::to_string(&EnrichmentOut {
+            uuid: &row.uuid,
+            kind: row.kind,
+            title: &row.title,
+            updated_at: row.updated_at.as_deref(),
+            email: row.email.as_deref(),
+            source: row.source,
+            p_match: &row.uuid,
+        })
+        .unwrap_or_else(|_| "{}".into())
+        .into_boxed_str();
+        Entry { row, rendered }
+    }
 }
 
 fn slot(kind: LookupKind) -> usize {
@@ -36,6 +77,10 @@ impl LookupIndex {
     }
 
     pub fn get(&self, kind: LookupKind, uuid: &str) -> Option<&LookupRow> {
+        self.entry(kind, uuid).map(|e| &e.row)
+    }
+
+    pub fn entry(&self, kind: LookupKind, uuid: &str) -> Option<&Entry> {
         self.maps[slot(kind)].get(uuid)
     }
 
@@ -43,7 +88,7 @@ impl LookupIndex {
     /// imported one.
     pub fn upsert(&mut self, row: LookupRow) -> bool {
         let map = &mut self.maps[slot(row.kind)];
-        match map.get(row.uuid.as_str()) {
+        match map.get(row.uuid.as_str()).map(|e| &e.row) {
             Some(existing) if existing == &row => false,
             Some(existing)
                 if existing.source == LookupSource::Imported
@@ -52,7 +97,7 @@ impl LookupIndex {
                 false
             }
             _ => {
-                map.insert(row.uuid.clone().into_boxed_str(), row);
+                map.insert(row.uuid.clone().into_boxed_str(), Entry::new(row));
                 true
             }
         }
@@ -64,7 +109,7 @@ impl LookupIndex {
 
     /// Every row, for listing.
     pub fn rows(&self) -> impl Iterator<Item = &LookupRow> {
-        self.maps.iter().flat_map(|m| m.values())
+        self.maps.iter().flat_map(|m| m.values().map(|e| &e.row))
     }
 }
 

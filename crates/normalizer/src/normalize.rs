@@ -13,7 +13,7 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -23,7 +23,7 @@ use oprelay_events::{
     ENRICHMENT_TABLE,
 };
 
-use crate::lookup::LookupIndex;
+use crate::lookup::{Entry, LookupIndex};
 
 /// Which account the records belong to, as `p_source_id` / `p_source_label` show it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,24 +380,11 @@ fn selectors<'p>(
     out
 }
 
-fn find<'i>(index: &'i LookupIndex, kind: Option<LookupKind>, uuid: &str) -> Option<&'i LookupRow> {
+fn find<'i>(index: &'i LookupIndex, kind: Option<LookupKind>, uuid: &str) -> Option<&'i Entry> {
     match kind {
-        Some(k) => index.get(k, uuid),
-        None => LookupKind::ALL.iter().find_map(|k| index.get(*k, uuid)),
+        Some(k) => index.entry(k, uuid),
+        None => LookupKind::ALL.iter().find_map(|k| index.entry(*k, uuid)),
     }
-}
-
-#[derive(Serialize)]
-struct EnrichmentOut<'a> {
-    uuid: &'a str,
-    kind: LookupKind,
-    title: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    updated_at: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    email: Option<&'a str>,
-    source: LookupSource,
-    p_match: &'a str,
 }
 
 fn valid_email(s: &str) -> Option<&str> {
@@ -547,7 +534,7 @@ pub fn normalize_record(
     let mut first = true;
     let names = selector_names(ctx.log_type);
     for (path, kind, value) in selectors(ctx.log_type, &peek) {
-        let Some(row) = find(index, kind, value) else {
+        let Some(entry) = find(index, kind, value) else {
             continue;
         };
         if first {
@@ -557,18 +544,7 @@ pub fn normalize_record(
             out.push(b',');
         }
         let _ = write!(out, "\"{path}\":");
-        let _ = serde_json::to_writer(
-            &mut *out,
-            &EnrichmentOut {
-                uuid: &row.uuid,
-                kind: row.kind,
-                title: &row.title,
-                updated_at: row.updated_at.as_deref(),
-                email: row.email.as_deref(),
-                source: row.source,
-                p_match: value,
-            },
-        );
+        out.extend_from_slice(entry.rendered.as_bytes());
         if let Some(m) = names
             .iter()
             .position(|n| *n == path)
