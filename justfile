@@ -18,7 +18,7 @@ fmt:
     cargo fmt --all
 
 # Every benchmark; each prints its own figures.
-bench: bench-fetcher bench-normalizer bench-forwarder
+bench: bench-fetcher bench-normalizer bench-forwarder bench-cli
 
 # Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
 bench-fetcher:
@@ -33,6 +33,11 @@ bench-normalizer:
 bench-forwarder:
     cargo build --release --quiet -p oprelay-forwarder
     cargo bench --quiet -p oprelay-forwarder --bench forward
+
+# `oprelay normalize` as a whole process: 1 000 000 item usages, a 100 000-row lookup file.
+bench-cli:
+    cargo build --release --quiet -p oprelay-ctl
+    cargo bench --quiet -p oprelay-ctl --bench normalize_file
 
 # Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
 fuzz seconds="60":

@@ -1,2 +1,406 @@
-//! Workspace-level end-to-end tests live in `tests/*.rs` of this package; they run the real
-//! binaries as separate processes.
+//! The end-to-end harness: a real nats-server, opsim serving a simulated account, SIEM
+//! receivers, and the four real service binaries as separate processes, each of which a test
+//! can kill -9 and restart. Tests live in `tests/*.rs` of this package.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oprelay_events::{Feed, LookupKind};
+use oprelay_testkit::receivers::{es_receiver, http_receiver, serve, Recv, Shared};
+use oprelay_testkit::{binary, eventually, NatsServer};
+
+/// The four services, in the order the pipeline runs them.
+pub const SERVICES: [&str; 4] = [
+    "oprelay-fetcher",
+    "oprelay-normalizer",
+    "oprelay-forwarder",
+    "oprelay-healthwatch",
+];
+
+/// The account every pipeline here fetches.
+pub const ACCOUNT: &str = "acme";
+pub const LABEL: &str = "ACME Corp";
+
+pub struct Spec {
+    /// Events per feed already in the account.
+    pub backfill: u64,
+    /// Live events per second per feed.
+    pub rate: f64,
+    /// Extra `[[sinks]]` TOML beyond the Elasticsearch and HTTP receivers every pipeline has.
+    pub extra_sinks: String,
+    /// Extra config TOML (a `[telemetry]` table is already there; use env for it).
+    pub extra_config: String,
+    /// Environment for every service (e.g. OTLP settings).
+    pub env: Vec<(String, String)>,
+    /// Start the services (false: only NATS, opsim, receivers and lookups).
+    pub services: bool,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            backfill: 200,
+            rate: 0.0,
+            extra_sinks: String::new(),
+            extra_config: String::new(),
+            env: Vec::new(),
+            services: true,
+        }
+    }
+}
+
+struct Service {
+    child: Child,
+    admin: SocketAddr,
+}
+
+pub struct Pipeline {
+    pub nats: NatsServer,
+    pub sim: opsim::Sim,
+    pub sim_url: String,
+    /// Elasticsearch `_bulk` receiver (idempotent by `_id`).
+    pub es: Shared,
+    /// Generic HTTP NDJSON receiver (at least once).
+    pub http: Shared,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    env: Vec<(String, String)>,
+    services: BTreeMap<&'static str, Service>,
+    _sim_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+impl Pipeline {
+    pub async fn start(spec: Spec) -> Pipeline {
+        let nats = NatsServer::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sim = opsim::Sim::new(opsim::SimConfig {
+            backfill: spec.backfill,
+            rate: spec.rate,
+            ..Default::default()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("opsim listener");
+        let sim_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let sim_task = sim.serve(listener);
+        let token = sim.mint_token(&opsim::TokenSpec::default());
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, &token).expect("token file");
+
+        let es: Shared = Arc::new(Mutex::new(Recv::default()));
+        let http: Shared = Arc::new(Mutex::new(Recv::default()));
+        let es_addr = serve(es_receiver(es.clone())).await;
+        let http_addr = serve(http_receiver(http.clone(), None)).await;
+
+        let config = dir.path().join("oprelay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[nats]
+url = "{nats}"
+ack_wait = "5s"
+
+[[accounts]]
+name = "{ACCOUNT}"
+label = "{LABEL}"
+base_url = "{sim_url}"
+token_file = "{token}"
+start_time = "2000-01-01T00:00:00Z"
+poll_interval = "1s"
+
+[[sinks]]
+name = "elastic"
+type = "elasticsearch"
+endpoint = "http://{es_addr}"
+batch = {{ max_events = 2000, timeout = "200ms" }}
+
+[[sinks]]
+name = "panther"
+type = "http"
+endpoint = "http://{http_addr}/ingest"
+batch = {{ max_events = 2000, timeout = "200ms" }}
+{extra_sinks}
+{extra_config}
+"#,
+                nats = nats.url(),
+                token = token_file.display(),
+                extra_sinks = spec.extra_sinks,
+                extra_config = spec.extra_config,
+            ),
+        )
+        .expect("write config");
+
+        let mut p = Pipeline {
+            nats,
+            sim,
+            sim_url,
+            es,
+            http,
+            dir,
+            config,
+            env: spec.env,
+            services: BTreeMap::new(),
+            _sim_task: sim_task,
+        };
+        p.import_lookups();
+        if spec.services {
+            for s in SERVICES {
+                p.start_service(s).await;
+            }
+        }
+        p
+    }
+
+    /// The simulated account's items, vaults and users, as `op … list --format json` files.
+    pub fn lookup_files(&self) -> Vec<PathBuf> {
+        let d = self.sim.directory();
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("items.json", d.op_item_list()),
+            ("vaults.json", d.op_vault_list()),
+            ("users.json", d.op_user_list()),
+        ] {
+            let p = self.dir.path().join(name);
+            std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("write");
+            out.push(p);
+        }
+        out
+    }
+
+    fn import_lookups(&self) {
+        let mut args = vec!["lookups".to_owned(), "import".to_owned()];
+        args.extend(self.lookup_files().iter().map(|p| p.display().to_string()));
+        let out = self.oprelay(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "lookups import: {}", text(&out));
+    }
+
+    /// Runs the `oprelay` CLI with this pipeline's config.
+    pub fn oprelay(&self, args: &[&str]) -> Output {
+        Command::new(binary("oprelay"))
+            .args(args)
+            .env("OPRELAY_CONFIG", &self.config)
+            .output()
+            .expect("oprelay runs")
+    }
+
+    pub fn log_path(&self, service: &str) -> PathBuf {
+        self.dir.path().join(format!("{service}.log"))
+    }
+
+    /// Everything a service logged, across restarts.
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+    }
+
+    /// Starts a service and waits until its `/readyz` says it is ready.
+    pub async fn start_service(&mut self, name: &'static str) {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(name))
+            .expect("log file");
+        let child = Command::new(binary(name))
+            .env("OPRELAY_CONFIG", &self.config)
+            .env("OPRELAY_TELEMETRY__LISTEN", admin.to_string())
+            .env("OPRELAY_TELEMETRY__LOG_FORMAT", "json")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        self.services.insert(name, Service { child, admin });
+        self.wait_ready(name).await;
+    }
+
+    async fn wait_ready(&mut self, name: &'static str) {
+        let admin = self.services[name].admin;
+        let client = reqwest::Client::new();
+        let what = format!("{name} to answer 200 on /readyz at {admin}");
+        eventually(Duration::from_secs(60), &what, || {
+            let client = client.clone();
+            async move {
+                let r = client
+                    .get(format!("http://{admin}/readyz"))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    pub fn kill9(&mut self, name: &str) {
+        if let Some(mut s) = self.services.remove(name) {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the exit; returns the exit status code.
+    pub fn terminate(&mut self, name: &str) -> Option<i32> {
+        let mut s = self.services.remove(name)?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status();
+        s.child.wait().ok().and_then(|st| st.code())
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.services.get(name).map(|s| s.child.id())
+    }
+
+    pub fn admin(&self, name: &str) -> Option<SocketAddr> {
+        self.services.get(name).map(|s| s.admin)
+    }
+
+    /// Every event of `feed` the account holds now, by index (opsim is deterministic).
+    pub fn events(&self, feed: Feed) -> Vec<serde_json::Value> {
+        (0..self.sim.available(feed))
+            .map(|i| self.sim.event(feed, i))
+            .collect()
+    }
+
+    /// The p_row_ids of every event the account holds now.
+    pub fn expected_row_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        for feed in Feed::ALL {
+            for e in self.events(feed) {
+                let uuid = e["uuid"].as_str().unwrap_or_default().to_owned();
+                ids.push(oprelay_normalizer::normalize::row_id(
+                    feed.log_type(),
+                    &uuid,
+                ));
+            }
+        }
+        ids
+    }
+
+    /// The name an imported lookup gives a UUID, to check enrichment.
+    pub fn title_of(&self, kind: LookupKind, uuid: &str) -> Option<String> {
+        let d = self.sim.directory();
+        match kind {
+            LookupKind::Item => d
+                .items
+                .iter()
+                .find(|i| i.uuid == uuid)
+                .map(|i| i.title.clone()),
+            LookupKind::Vault => d
+                .vaults
+                .iter()
+                .find(|v| v.uuid == uuid)
+                .map(|v| v.name.clone()),
+            LookupKind::User => d
+                .users
+                .iter()
+                .find(|u| u.uuid == uuid)
+                .map(|u| u.name.clone()),
+            LookupKind::Group => None,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// One message read back from a stream.
+pub struct StoredMessage {
+    pub subject: String,
+    pub msg_id: String,
+    pub headers: oprelay_bus::async_nats::HeaderMap,
+    pub payload: Vec<u8>,
+}
+
+impl Pipeline {
+    pub async fn bus(&self) -> oprelay_bus::Bus {
+        oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+            url: self.nats.url(),
+            ..Default::default()
+        })
+        .await
+        .expect("connect to nats")
+    }
+
+    /// Every message a stream holds, in order.
+    pub async fn stream_messages(&self, stream: &str) -> Vec<StoredMessage> {
+        let bus = self.bus().await;
+        let Ok(mut s) = bus.jetstream().get_stream(stream).await else {
+            return Vec::new();
+        };
+        let Ok(info) = s.info().await else {
+            return Vec::new();
+        };
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let mut out = Vec::new();
+        for seq in first.max(1)..=last {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                out.push(StoredMessage {
+                    subject: m.subject.to_string(),
+                    msg_id: oprelay_bus::header_value(Some(&m.headers), "Nats-Msg-Id")
+                        .unwrap_or_default()
+                        .to_owned(),
+                    headers: m.headers.clone(),
+                    payload: m.payload.to_vec(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Records in OP_EVENTS so far (from the `Oprelay-Count` headers).
+    pub async fn normalized_count(&self) -> u64 {
+        self.stream_messages("OP_EVENTS")
+            .await
+            .iter()
+            .filter_map(|m| oprelay_bus::header_value(Some(&m.headers), "Oprelay-Count"))
+            .filter_map(|c| c.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for (_, mut s) in std::mem::take(&mut self.services) {
+            let _ = s.child.kill();
+            let _ = s.child.wait();
+        }
+    }
+}
+
+/// A process's stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Peak resident memory of a live process, from `/proc/<pid>/status` (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

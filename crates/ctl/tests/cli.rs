@@ -313,3 +313,107 @@ async fn status_shows_feeds_sinks_and_open_alarms() {
         "{t}"
     );
 }
+
+/// `oprelay normalize` without NATS: every shape another collector writes, the feed told from
+/// each event, bad lines reported by number and kept in --rejects, exit code 3.
+#[test]
+fn normalize_reads_every_shape_and_reports_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../events/tests/fixtures");
+    let first = |name: &str| {
+        std::fs::read_to_string(fixtures.join(name))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let signin = first("signin_attempts.jsonl");
+    let usage = first("item_usages.jsonl");
+    let audit = first("audit_events.jsonl");
+    let quoted = |s: &str| serde_json::to_string(s).unwrap();
+    let input = [
+        signin.clone(),                                                    // 1: API item
+        format!(r#"{{"cursor":"c","has_more":false,"items":[{usage}]}}"#), // 2: API page
+        "{\"uuid\": broken".to_owned(),                                    // 3: bad
+        format!(r#"{{"result":{{"_raw":{}}}}}"#, quoted(&audit)),          // 4: Splunk export
+        r#"{"uuid":"X1","timestamp":"2024-01-01T00:00:00Z"}"#.to_owned(),  // 5: which feed?
+        format!(r#"{{"event":{{"original":{}}}}}"#, quoted(&usage)),       // 6: event.original
+        String::new(),                                                     // 7: blank
+        r#"{"hello":"world"}"#.to_owned(),                                 // 8: not an event
+    ]
+    .join("\n");
+    let file = write(dir.path(), "mixed.ndjson", &input);
+    let rejects = dir.path().join("rejects.ndjson");
+    let out = Command::new(binary("oprelay"))
+        .args(["normalize", &file, "--account", "acme", "--rejects"])
+        .arg(&rejects)
+        .env_remove("OPRELAY_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = records
+        .iter()
+        .map(|r| r["p_log_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OnePassword.SignInAttempt",
+            "OnePassword.ItemUsage",
+            "OnePassword.AuditEvent",
+            "OnePassword.ItemUsage"
+        ]
+    );
+    assert!(records.iter().all(|r| r["p_source_label"] == "acme"));
+    for (line, why) in [
+        (3, "not valid JSON"),
+        (5, "cannot tell the feed"),
+        (8, "not a 1Password event"),
+    ] {
+        assert!(
+            stderr.contains(&format!("{file}:{line}: rejected: {why}")),
+            "line {line}: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("4 records") && stderr.contains("3 rejected"),
+        "{stderr}"
+    );
+    let kept = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(kept.lines().count(), 3, "{kept}");
+    assert!(kept.contains("X1"));
+
+    // --feed decides what the fields cannot; raw gives the original event back.
+    let out = Command::new(binary("oprelay"))
+        .args([
+            "normalize",
+            "--account",
+            "acme",
+            "--feed",
+            "audit_events",
+            "--format",
+            "raw",
+        ])
+        .env_remove("OPRELAY_CONFIG")
+        .stdin(
+            std::fs::File::open(write(
+                dir.path(),
+                "one.ndjson",
+                r#"{"uuid":"X1","timestamp":"2024-01-01T00:00:00Z"}"#,
+            ))
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        r#"{"uuid":"X1","timestamp":"2024-01-01T00:00:00Z"}"#
+    );
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use opsim;
 
 mod pki;
+pub mod receivers;
 pub use pki::TestPki;
 
 /// A running `nats-server` with JetStream, on a free loopback port.

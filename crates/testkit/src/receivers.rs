@@ -1,0 +1,290 @@
+//! SIEM receivers for tests and the demo, as strict about the protocol as the real servers:
+//! a generic HTTP NDJSON endpoint (Panther's HTTP source shape), Elasticsearch `_bulk`, and
+//! Splunk HEC with indexer acknowledgement. Failures can be injected to test retries.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// The receivers' shared state: what arrived, and failures to answer with next.
+#[derive(Default)]
+pub struct Recv {
+    pub fail_next: VecDeque<(u16, String)>,
+    pub down: bool,
+    /// Generic HTTP: refuse bodies larger than this with 413, as a real endpoint's limit does.
+    pub max_body: Option<usize>,
+    /// Elasticsearch: the `Authorization` header it requires, when security is on.
+    pub expect_auth: Option<String>,
+    pub requests: usize,
+    /// Generic HTTP: every NDJSON line received.
+    pub lines: Vec<Value>,
+    /// Elasticsearch: documents by `_id`, and how many `create`s met an existing one.
+    pub docs: HashMap<String, (String, Value)>,
+    pub conflicts: usize,
+    /// Elasticsearch: `_id`s to answer 429 for, this many times.
+    pub throttle: HashMap<String, usize>,
+    /// Splunk: events received, and ack ids handed out / asked about.
+    pub hec_events: Vec<Value>,
+    pub next_ack: u64,
+    pub acks_polled: HashMap<u64, usize>,
+    /// When set, every record received (NDJSON line or Elasticsearch document) is appended
+    /// here instead of kept in memory: the demo's receiver runs for as long as one likes.
+    pub tee: Option<std::fs::File>,
+    /// Records received, kept or teed.
+    pub received: usize,
+}
+
+impl Recv {
+    fn keep(&mut self, records: Vec<Value>) {
+        self.received += records.len();
+        if let Some(f) = &mut self.tee {
+            for r in &records {
+                let _ = writeln!(f, "{r}");
+            }
+        } else {
+            self.lines.extend(records);
+        }
+    }
+}
+
+pub type Shared = Arc<Mutex<Recv>>;
+
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+fn body_bytes(headers: &HeaderMap, body: &[u8]) -> Vec<u8> {
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    } else {
+        body.to_vec()
+    }
+}
+
+fn injected(state: &Shared) -> Option<Response> {
+    let mut s = state.lock().unwrap();
+    s.requests += 1;
+    if s.down {
+        return Some((StatusCode::SERVICE_UNAVAILABLE, "down").into_response());
+    }
+    s.fail_next.pop_front().map(|(code, body)| {
+        let mut r = (StatusCode::from_u16(code).unwrap(), body).into_response();
+        if code == 429 {
+            r.headers_mut().insert("retry-after", "1".parse().unwrap());
+        }
+        r
+    })
+}
+
+/// A generic HTTP receiver: NDJSON or a JSON array, with an optional bearer token.
+pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
+    Router::new()
+        .route(
+            "/ingest",
+            post(
+                move |State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                    if let Some(r) = injected(&state) {
+                        return r;
+                    }
+                    if let Some(t) = token {
+                        if headers.get("authorization").and_then(|v| v.to_str().ok())
+                            != Some(&format!("Bearer {t}"))
+                        {
+                            return (StatusCode::UNAUTHORIZED, "bad token").into_response();
+                        }
+                    }
+                    let body = body_bytes(&headers, &body);
+                    if state
+                        .lock()
+                        .unwrap()
+                        .max_body
+                        .is_some_and(|m| body.len() > m)
+                    {
+                        return (StatusCode::PAYLOAD_TOO_LARGE, "request entity too large")
+                            .into_response();
+                    }
+                    let ct = headers
+                        .get("content-type")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    let lines: Vec<Value> = if ct == "application/json" {
+                        match serde_json::from_slice::<Vec<Value>>(&body) {
+                            Ok(v) => v,
+                            Err(_) => {
+                                return (StatusCode::BAD_REQUEST, "not a JSON array")
+                                    .into_response()
+                            }
+                        }
+                    } else {
+                        let mut v = Vec::new();
+                        for l in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                            match serde_json::from_slice(l) {
+                                Ok(x) => v.push(x),
+                                Err(_) => {
+                                    return (StatusCode::BAD_REQUEST, "a line is not JSON")
+                                        .into_response()
+                                }
+                            }
+                        }
+                        v
+                    };
+                    state.lock().unwrap().keep(lines);
+                    StatusCode::OK.into_response()
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// Elasticsearch `_bulk`, as strict as the real one about framing, actions and ids.
+pub fn es_receiver(state: Shared) -> Router {
+    Router::new()
+        .route(
+            "/_bulk",
+            post(|State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                if let Some(r) = injected(&state) {
+                    return r;
+                }
+let wanted = state.lock().unwrap().expect_auth.clone();
+                if let Some(w) = wanted {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(w.as_str()) {
+                        return (StatusCode::UNAUTHORIZED, "security_exception").into_response();
+                    }
+                }
+                                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                if ct != "application/x-ndjson" && ct != "application/json" {
+                    return (StatusCode::NOT_ACCEPTABLE, "Content-Type header [] is not supported").into_response();
+                }
+                let body = body_bytes(&headers, &body);
+                if !body.ends_with(b"\n") {
+                    return (StatusCode::BAD_REQUEST, "The bulk request must be terminated by a newline [\\n]").into_response();
+                }
+                let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+                if !lines.len().is_multiple_of(2) {
+                    return (StatusCode::BAD_REQUEST, "action without a source").into_response();
+                }
+                let mut items = Vec::new();
+                let mut errors = false;
+                let mut s = state.lock().unwrap();
+                for pair in lines.chunks(2) {
+                    let Ok(action) = serde_json::from_slice::<Value>(pair[0]) else {
+                        return (StatusCode::BAD_REQUEST, "Malformed action/metadata line").into_response();
+                    };
+                    let Some(create) = action.get("create") else {
+                        return (StatusCode::BAD_REQUEST, "expected a create action").into_response();
+                    };
+                    let (Some(index), Some(id)) = (create["_index"].as_str(), create["_id"].as_str()) else {
+                        return (StatusCode::BAD_REQUEST, "create needs _index and _id").into_response();
+                    };
+                    if index.chars().any(|c| c.is_ascii_uppercase()) {
+                        return (StatusCode::BAD_REQUEST, "invalid_index_name_exception: must be lowercase").into_response();
+                    }
+                    let Ok(doc) = serde_json::from_slice::<Value>(pair[1]) else {
+                        return (StatusCode::BAD_REQUEST, "source is not JSON").into_response();
+                    };
+                    let (status, error) = if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
+                        *n -= 1;
+                        (429, Some(json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"})))
+                    } else if doc.to_string().contains("MAPPING_BOOM") {
+                        (400, Some(json!({"type": "document_parsing_exception", "reason": "failed to parse field [uuid] of type [long]"})))
+                    } else if s.docs.contains_key(id) {
+                        s.conflicts += 1;
+                        (409, Some(json!({"type": "version_conflict_engine_exception", "reason": format!("[{id}]: version conflict, document already exists")})))
+                    } else {
+                        if let Some(f) = &mut s.tee {
+                            let _ = writeln!(f, "{doc}");
+                        }
+                        s.received += 1;
+                        s.docs.insert(id.to_owned(), (index.to_owned(), doc));
+                        (201, None)
+                    };
+                    errors |= error.is_some();
+                    let mut item = json!({"_index": index, "_id": id, "status": status});
+                    if let Some(e) = error {
+                        item["error"] = e;
+                    } else {
+                        item["result"] = json!("created");
+                    }
+                    items.push(json!({"create": item}));
+                }
+                Json(json!({"took": 3, "errors": errors, "items": items})).into_response()
+            }),
+        )
+        .with_state(state)
+}
+
+/// Splunk HEC: token auth, concatenated event envelopes with numeric `time`, indexer acks.
+pub fn hec_receiver(state: Shared, token: &'static str, ack: bool) -> Router {
+    Router::new()
+        .route(
+            "/services/collector/event",
+            post(move |State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
+                if let Some(r) = injected(&state) {
+                    return r;
+                }
+                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                    None => return (StatusCode::UNAUTHORIZED, Json(json!({"text": "Token is required", "code": 2}))).into_response(),
+                    Some(a) if !a.starts_with("Splunk ") => return (StatusCode::UNAUTHORIZED, Json(json!({"text": "Invalid authorization", "code": 3}))).into_response(),
+                    Some(a) if a != format!("Splunk {token}") => return (StatusCode::FORBIDDEN, Json(json!({"text": "Invalid token", "code": 4}))).into_response(),
+                    _ => {}
+                }
+                let channel = headers.get("x-splunk-request-channel").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                if ack && channel.is_none() {
+                    return (StatusCode::BAD_REQUEST, Json(json!({"text": "Data channel is missing", "code": 10}))).into_response();
+                }
+                let body = body_bytes(&headers, &body);
+                let mut events = Vec::new();
+                for (i, v) in serde_json::Deserializer::from_slice(&body).into_iter::<Value>().enumerate() {
+                    let ok = v.as_ref().ok().filter(|v| v["time"].is_number() && v.get("event").is_some_and(|e| !e.is_null()));
+                    match ok {
+                        Some(v) if !v["event"].to_string().contains("HEC_BOOM") => events.push(v.clone()),
+                        _ => return (StatusCode::BAD_REQUEST, Json(json!({"text": "Invalid data format", "code": 6, "invalid-event-number": i}))).into_response(),
+                    }
+                }
+                if events.is_empty() {
+                    return (StatusCode::BAD_REQUEST, Json(json!({"text": "No data", "code": 5}))).into_response();
+                }
+                let mut s = state.lock().unwrap();
+                s.hec_events.extend(events);
+                if ack {
+                    s.next_ack += 1;
+                    let id = s.next_ack;
+                    Json(json!({"text": "Success", "code": 0, "ackId": id})).into_response()
+                } else {
+                    Json(json!({"text": "Success", "code": 0})).into_response()
+                }
+            }),
+        )
+        .route(
+            "/services/collector/ack",
+            post(|State(state): State<Shared>, Json(req): Json<Value>| async move {
+                let mut s = state.lock().unwrap();
+                let mut acks = serde_json::Map::new();
+                for id in req["acks"].as_array().into_iter().flatten().filter_map(Value::as_u64) {
+                    // Not indexed on the first poll, indexed from the second on.
+                    let polls = s.acks_polled.entry(id).or_insert(0);
+                    *polls += 1;
+                    acks.insert(id.to_string(), json!(*polls > 1 && id <= s.next_ack));
+                }
+                Json(json!({"acks": acks}))
+            }),
+        )
+        .with_state(state)
+}
