@@ -10,7 +10,7 @@ test:
 
 # The local demo: the whole pipeline against the 1Password simulator, into a file sink.
 demo:
-    cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl
+    cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl -p oprelay-testkit
     scripts/demo.sh
 
 # Format the code.
@@ -18,7 +18,7 @@ fmt:
     cargo fmt --all
 
 # Every benchmark; each prints its own figures.
-bench: bench-fetcher bench-normalizer bench-forwarder bench-cli
+bench: bench-fetcher bench-normalizer bench-forwarder bench-cli bench-e2e
 
 # Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
 bench-fetcher:
@@ -38,6 +38,11 @@ bench-forwarder:
 bench-cli:
     cargo build --release --quiet -p oprelay-ctl
     cargo bench --quiet -p oprelay-ctl --bench normalize_file
+
+# The whole pipeline, release binaries as processes, 1 002 000 events into a file sink.
+bench-e2e:
+    cargo build --release --quiet -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl
+    cargo bench --quiet -p oprelay-e2e --bench pipeline
 
 # Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
 fuzz seconds="60":

@@ -24,6 +24,7 @@ trap cleanup EXIT INT TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 nats_port=$(free_port)
 sim_port=$(free_port)
+recv_port=$(free_port)
 
 nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
 "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
@@ -31,6 +32,10 @@ pids+=($!)
 
 "$bin/opsim" serve --listen "127.0.0.1:$sim_port" --backfill 2000 --backfill-span 2h \
   --rate 2 --token-file "$work/token" >/dev/null 2>"$work/opsim.log" &
+pids+=($!)
+mkdir -p "$work/siem"
+"$bin/siem-receiver" --listen "127.0.0.1:$recv_port" --out "$work/siem/http-receiver.ndjson" \
+  2>"$work/siem-receiver.log" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$work/token" ] && break; sleep 0.1; done
 [ -s "$work/token" ] || { echo "demo: opsim did not start; see $work/opsim.log" >&2; exit 1; }
@@ -56,6 +61,13 @@ name = "archive"
 type = "file"
 path = "$work/siem/events.ndjson"
 batch = { max_events = 500, timeout = "500ms" }
+
+# A local HTTP receiver standing in for Panther's HTTP source (NDJSON over POST).
+[[sinks]]
+name = "panther-http"
+type = "http"
+endpoint = "http://127.0.0.1:$recv_port/ingest"
+batch = { max_events = 500, timeout = "500ms" }
 TOML
 export OPRELAY_CONFIG="$work/oprelay.toml"
 
@@ -75,6 +87,7 @@ pids+=($!)
 
 out="$work/siem/events.ndjson"
 echo "demo: 1Password (opsim) → fetcher → NATS → normalizer → forwarder → $out"
+echo "demo:                                                      and → http://127.0.0.1:$recv_port/ingest ($work/siem/http-receiver.ndjson)"
 echo "demo: 3 × 2 000 backfilled events, then 2 live events per second per feed. Ctrl-C stops."
 for _ in $(seq 300); do [ -s "$out" ] && break; sleep 0.2; done
 echo "demo: the first records, as a SIEM receives them:"
@@ -84,6 +97,8 @@ for line in sys.stdin:
     r = json.loads(line)
     print(json.dumps(r, indent=2, ensure_ascii=False)[:1500])
 '
+for _ in $(seq 100); do [ -s "$work/siem/http-receiver.ndjson" ] && break; sleep 0.2; done
+echo "demo: the HTTP receiver has $(wc -l <"$work/siem/http-receiver.ndjson") records so far"
 sleep 3
 # Live progress until Ctrl-C: per feed, what was fetched and delivered, sink backlog, alarms.
 "$bin/oprelay" status --watch

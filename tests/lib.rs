@@ -39,6 +39,10 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Start the services (false: only NATS, opsim, receivers and lookups).
     pub services: bool,
+    /// The simulator's 600/min, 30 000/h limits (off for benchmarks).
+    pub rate_limits: bool,
+    /// Replaces the Elasticsearch and HTTP receiver sinks (`[[sinks]]` TOML).
+    pub sinks: Option<String>,
 }
 
 impl Default for Spec {
@@ -50,6 +54,8 @@ impl Default for Spec {
             extra_config: String::new(),
             env: Vec::new(),
             services: true,
+            rate_limits: true,
+            sinks: None,
         }
     }
 }
@@ -88,6 +94,11 @@ impl Pipeline {
         let sim = opsim::Sim::new(opsim::SimConfig {
             backfill: spec.backfill,
             rate: spec.rate,
+            rate_limits: if spec.rate_limits {
+                Some(opsim::RateLimits::default())
+            } else {
+                None
+            },
             ..Default::default()
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -104,6 +115,23 @@ impl Pipeline {
         let es_addr = serve(es_receiver(es.clone())).await;
         let http_addr = serve(http_receiver(http.clone(), None)).await;
 
+        let sinks = spec.sinks.unwrap_or_else(|| {
+            format!(
+                r#"
+[[sinks]]
+name = "elastic"
+type = "elasticsearch"
+endpoint = "http://{es_addr}"
+batch = {{ max_events = 2000, timeout = "200ms" }}
+
+[[sinks]]
+name = "panther"
+type = "http"
+endpoint = "http://{http_addr}/ingest"
+batch = {{ max_events = 2000, timeout = "200ms" }}
+"#
+            )
+        });
         let config = dir.path().join("oprelay.toml");
         std::fs::write(
             &config,
@@ -121,17 +149,7 @@ token_file = "{token}"
 start_time = "2000-01-01T00:00:00Z"
 poll_interval = "1s"
 
-[[sinks]]
-name = "elastic"
-type = "elasticsearch"
-endpoint = "http://{es_addr}"
-batch = {{ max_events = 2000, timeout = "200ms" }}
-
-[[sinks]]
-name = "panther"
-type = "http"
-endpoint = "http://{http_addr}/ingest"
-batch = {{ max_events = 2000, timeout = "200ms" }}
+{sinks}
 {extra_sinks}
 {extra_config}
 "#,
