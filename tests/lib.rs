@@ -43,6 +43,8 @@ pub struct Spec {
     pub rate_limits: bool,
     /// Replaces the Elasticsearch and HTTP receiver sinks (`[[sinks]]` TOML).
     pub sinks: Option<String>,
+    /// Accounts fetched from the simulator: `acme`, then `acme-2`, `acme-3`, …
+    pub accounts: usize,
 }
 
 impl Default for Spec {
@@ -56,6 +58,7 @@ impl Default for Spec {
             services: true,
             rate_limits: true,
             sinks: None,
+            accounts: 1,
         }
     }
 }
@@ -132,6 +135,15 @@ batch = {{ max_events = 2000, timeout = "200ms" }}
 "#
             )
         });
+        // More accounts (benchmarks): the API's rate limit is per token, so throughput beyond
+        // 600 pages a minute takes several accounts, as it does in production.
+        let mut more_accounts = String::new();
+        for i in 2..=spec.accounts.max(1) {
+            more_accounts.push_str(&format!(
+                "\n[[accounts]]\nname = \"{ACCOUNT}-{i}\"\nbase_url = \"{sim_url}\"\ntoken_file = \"{}\"\nstart_time = \"2000-01-01T00:00:00Z\"\npoll_interval = \"1s\"\n",
+                token_file.display()
+            ));
+        }
         let config = dir.path().join("oprelay.toml");
         std::fs::write(
             &config,
@@ -148,7 +160,7 @@ base_url = "{sim_url}"
 token_file = "{token}"
 start_time = "2000-01-01T00:00:00Z"
 poll_interval = "1s"
-
+{more_accounts}
 {sinks}
 {extra_sinks}
 {extra_config}

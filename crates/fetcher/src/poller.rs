@@ -185,9 +185,18 @@ impl Poller {
                 }
             };
             self.account.budget.acquire().await;
+            // One trace per page: a root span here, carried on the bus in `traceparent` through
+            // the normalizer to each sink's delivery.
+            let page_span = tracing::info_span!(
+                parent: None,
+                "fetch page",
+                account = %self.account.name,
+                feed = %self.feed,
+                events = tracing::field::Empty,
+            );
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
-                r = self.fetch(&request, &token) => r,
+                r = self.fetch(&request, &token).instrument(page_span.clone()) => r,
             };
             let page = match fetched {
                 Ok(page) => page,
@@ -201,6 +210,7 @@ impl Poller {
                 }
             };
             let fetched_at = self.deps.clock.now();
+            page_span.record("events", page.count);
             if page.count > 0 {
                 if !*held.borrow() {
                     return Err(DrainError::Stop(Stop::LeaseLost));
@@ -226,7 +236,7 @@ impl Poller {
                             );
                     let published = tokio::select! {
                         _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
-                        r = self.deps.bus.publish(msg) => r,
+                        r = self.deps.bus.publish(msg).instrument(page_span.clone()) => r,
                     };
                     match published {
                         Ok(ack) if ack.duplicate => {

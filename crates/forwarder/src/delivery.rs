@@ -39,6 +39,9 @@ pub struct SinkCtx {
 #[derive(Default)]
 pub struct Batch {
     pub messages: Vec<jetstream::Message>,
+    /// One `deliver` span per message, a child of the page's trace (from `traceparent`);
+    /// each ends when the batch does.
+    pub spans: Vec<tracing::Span>,
     pub records: Vec<Record>,
     pub unreadable: Vec<Unreadable>,
     pub bytes: usize,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use oprelay_bus::async_nats::jetstream;
 use oprelay_bus::{header_value, BusError};
@@ -235,5 +236,12 @@ fn add(batch: &mut Batch, msg: jetstream::Message, config: &SinkConfig) {
             }
         }
     }
+    let span = tracing::info_span!(
+        "deliver",
+        sink = %config.name,
+        subject = %msg.subject,
+    );
+    let _ = span.set_parent(oprelay_bus::trace::extract(msg.headers.as_ref()));
+    batch.spans.push(span);
     batch.messages.push(msg);
 }
