@@ -10,6 +10,8 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -129,13 +131,17 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
     // Reading and paging is synchronous work: a blocking thread feeds pages to the publisher
     // here through a small channel, so reading runs ahead of the acks but not unboundedly.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RawPage>(4);
+    let read_so_far = Arc::new(AtomicU64::new(0));
     let reader = {
+        let read_so_far = read_so_far.clone();
         let files = opts.files.clone();
         let feed = opts.feed;
         let page_size = opts.page_size.max(1);
         let max_body = bus.max_body();
         let bar = bar.clone();
-        tokio::task::spawn_blocking(move || read_pages(files, feed, page_size, max_body, bar, tx))
+        tokio::task::spawn_blocking(move || {
+            read_pages(files, feed, page_size, max_body, bar, tx, &read_so_far)
+        })
     };
 
     let mut totals = Totals::default();
@@ -165,7 +171,8 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         let done = totals.events_new + totals.events_duplicate;
         bar.set_message(format!(
-            "{done} events published ({} new), {:.0}/s",
+            "{} events read, {done} published ({} new), {:.0}/s",
+            read_so_far.load(Ordering::Relaxed),
             totals.events_new,
             done as f64 / secs
         ));
@@ -201,6 +208,7 @@ fn read_pages(
     max_body: usize,
     bar: ProgressBar,
     tx: tokio::sync::mpsc::Sender<RawPage>,
+    read_so_far: &AtomicU64,
 ) -> anyhow::Result<(u64, u64)> {
     let mut pager = Pager::new(page_size, max_body);
     let (mut read, mut rejected) = (0u64, 0u64);
@@ -227,6 +235,7 @@ fn read_pages(
                 bar.suspend(|| eprintln!("{name}:{}: rejected: {e}", value.line));
                 return Ok(());
             }
+            read_so_far.fetch_add(events.len() as u64, Ordering::Relaxed);
             for e in &events {
                 read += 1;
                 if let Some(page) = pager.push(&e.raw) {

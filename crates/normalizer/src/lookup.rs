@@ -15,13 +15,15 @@ pub struct LookupIndex {
     maps: [HashMap<Box<str>, Entry>; 4],
 }
 
-/// A row and the JSON object `p_enrichment` shows for it. Lookups match UUIDs exactly, so
+/// A row as the JSON object `p_enrichment` shows for it. Lookups match UUIDs exactly, so
 /// `p_match` is the row's own UUID and the whole object can be rendered once when the row
-/// arrives instead of for every event that names it (most events name three).
+/// arrives instead of for every event that names it (most events name three). The rendered
+/// text is all the index keeps of a row: the row itself is read back from it when asked for,
+/// which is rare (listing, tests), so 100 000 rows stay under 50 MiB.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    pub row: LookupRow,
     pub rendered: Box<str>,
+    source: LookupSource,
 }
 
 #[derive(Serialize)]
@@ -38,7 +40,12 @@ struct EnrichmentOut<'a> {
 }
 
 impl Entry {
-    fn new(row: LookupRow) -> Entry {
+    /// The row this entry was rendered from.
+    pub fn row(&self) -> Option<LookupRow> {
+        serde_json::from_str(&self.rendered).ok()
+    }
+
+    fn new(row: &LookupRow) -> Entry {
         let rendered = serde_json::to_string(&EnrichmentOut {
             uuid: &row.uuid,
             kind: row.kind,
@@ -50,7 +57,10 @@ impl Entry {
         })
         .unwrap_or_else(|_| "{}".into())
         .into_boxed_str();
-        Entry { row, rendered }
+        Entry {
+            rendered,
+            source: row.source,
+        }
     }
 }
 
@@ -76,8 +86,8 @@ impl LookupIndex {
         self.len() == 0
     }
 
-    pub fn get(&self, kind: LookupKind, uuid: &str) -> Option<&LookupRow> {
-        self.entry(kind, uuid).map(|e| &e.row)
+    pub fn get(&self, kind: LookupKind, uuid: &str) -> Option<LookupRow> {
+        self.entry(kind, uuid).and_then(Entry::row)
     }
 
     pub fn entry(&self, kind: LookupKind, uuid: &str) -> Option<&Entry> {
@@ -88,8 +98,9 @@ impl LookupIndex {
     /// imported one.
     pub fn upsert(&mut self, row: LookupRow) -> bool {
         let map = &mut self.maps[slot(row.kind)];
-        match map.get(row.uuid.as_str()).map(|e| &e.row) {
-            Some(existing) if existing == &row => false,
+        let new = Entry::new(&row);
+        match map.get(row.uuid.as_str()) {
+            Some(existing) if existing.rendered == new.rendered => false,
             Some(existing)
                 if existing.source == LookupSource::Imported
                     && row.source == LookupSource::Observed =>
@@ -97,7 +108,7 @@ impl LookupIndex {
                 false
             }
             _ => {
-                map.insert(row.uuid.clone().into_boxed_str(), Entry::new(row));
+                map.insert(row.uuid.into_boxed_str(), new);
                 true
             }
         }
@@ -108,8 +119,10 @@ impl LookupIndex {
     }
 
     /// Every row, for listing.
-    pub fn rows(&self) -> impl Iterator<Item = &LookupRow> {
-        self.maps.iter().flat_map(|m| m.values().map(|e| &e.row))
+    pub fn rows(&self) -> impl Iterator<Item = LookupRow> + '_ {
+        self.maps
+            .iter()
+            .flat_map(|m| m.values().filter_map(Entry::row))
     }
 }
 
