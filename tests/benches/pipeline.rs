@@ -1,8 +1,8 @@
 //! End to end: opsim (rate limits off) → fetcher → normalizer → forwarder → a file sink, the
-//! four release binaries as separate processes, ≥ 1 000 000 events. Prints one table: events/s
-//! per stage (from each service's own counters) and end to end, delivery latency p50/p99 (the
-//! forwarder's histogram: normalized → accepted by the sink), peak RSS per service.
-//! Run with `just bench-e2e` (part of `just bench`).
+//! four release binaries as separate processes, ≥ 1 000 000 events over four accounts (one
+//! token may fetch 600 pages a minute). Prints one table: events/s per stage (from each
+//! service's own counters) and end to end, delivery latency p50/p99 (normalized → in the sink's
+//! file, sampled), peak RSS and CPU per process. Run with `just bench-e2e` (part of `just bench`).
 
 use std::time::{Duration, Instant};
 
