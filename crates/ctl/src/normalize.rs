@@ -204,7 +204,7 @@ impl Job<'_, '_> {
             Ok(t) => t,
             Err(e) => {
                 counts.rejected += 1;
-                return rejects.record(input, value.line, &e.to_string(), b"");
+                return rejects.record(input, value.line, &e.to_string(), value.raw);
             }
         };
         // With --feed, a line that is the API item itself (the common case, and the one

@@ -344,6 +344,10 @@ fn normalize_reads_every_shape_and_reports_bad_lines() {
     ]
     .join("\n");
     let file = write(dir.path(), "mixed.ndjson", &input);
+    // 9: not even text.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.extend_from_slice(b"\n\xff\xfe{\"uuid\": 1}\n");
+    std::fs::write(&file, bytes).unwrap();
     let rejects = dir.path().join("rejects.ndjson");
     let out = Command::new(binary("oprelay"))
         .args(["normalize", &file, "--account", "acme", "--rejects"])
@@ -375,6 +379,7 @@ fn normalize_reads_every_shape_and_reports_bad_lines() {
         (3, "not valid JSON"),
         (5, "cannot tell the feed"),
         (8, "not a 1Password event"),
+        (9, "not valid UTF-8"),
     ] {
         assert!(
             stderr.contains(&format!("{file}:{line}: rejected: {why}")),
@@ -382,11 +387,16 @@ fn normalize_reads_every_shape_and_reports_bad_lines() {
         );
     }
     assert!(
-        stderr.contains("4 records") && stderr.contains("3 rejected"),
+        stderr.contains("4 records") && stderr.contains("4 rejected"),
         "{stderr}"
     );
-    let kept = std::fs::read_to_string(&rejects).unwrap();
-    assert_eq!(kept.lines().count(), 3, "{kept}");
+    let kept = std::fs::read(&rejects).unwrap();
+    assert!(
+        kept.ends_with(b"\xff\xfe{\"uuid\": 1}\n"),
+        "the bytes as read"
+    );
+    let kept = String::from_utf8_lossy(&kept);
+    assert_eq!(kept.lines().count(), 4, "{kept}");
     assert!(kept.contains("X1"));
 
     // --feed decides what the fields cannot; raw gives the original event back.

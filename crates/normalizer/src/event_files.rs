@@ -308,6 +308,8 @@ pub struct InputValue<'a> {
     /// 1-based line where the value starts.
     pub line: usize,
     pub text: Result<&'a str, ShapeError>,
+    /// The bytes as read (for a rejects file), also when they are not text.
+    pub raw: &'a [u8],
 }
 
 /// Reads `input` as JSON values: one per line (NDJSON, streamed), or, when the first line is
@@ -374,6 +376,7 @@ fn line_value(
     each(InputValue {
         line: line_no,
         text,
+        raw: line,
     })
 }
 
@@ -422,6 +425,7 @@ fn document_values(
                     text: Err(ShapeError::NotJson(format!(
                         "{e} (reading the input as one JSON document)"
                     ))),
+                    raw: &text.as_bytes()[start.min(text.len())..],
                 })?;
                 return Ok(Some(()));
             }
@@ -431,6 +435,7 @@ fn document_values(
         each(InputValue {
             line,
             text: Ok(v.get()),
+            raw: v.get().as_bytes(),
         })?;
     }
     Ok(Some(()))
