@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,8 +31,6 @@ pub struct Spec {
     pub backfill: u64,
     /// Live events per second per feed.
     pub rate: f64,
-    /// Extra `[[sinks]]` TOML beyond the Elasticsearch and HTTP receivers every pipeline has.
-    pub extra_sinks: String,
     /// Extra config TOML (a `[telemetry]` table is already there; use env for it).
     pub extra_config: String,
     /// Environment for every service (e.g. OTLP settings).
@@ -52,7 +50,6 @@ impl Default for Spec {
         Spec {
             backfill: 200,
             rate: 0.0,
-            extra_sinks: String::new(),
             extra_config: String::new(),
             env: Vec::new(),
             services: true,
@@ -162,12 +159,10 @@ start_time = "2000-01-01T00:00:00Z"
 poll_interval = "1s"
 {more_accounts}
 {sinks}
-{extra_sinks}
 {extra_config}
 "#,
                 nats = nats.url(),
                 token = token_file.display(),
-                extra_sinks = spec.extra_sinks,
                 extra_config = spec.extra_config,
             ),
         )
@@ -226,13 +221,8 @@ poll_interval = "1s"
             .expect("oprelay runs")
     }
 
-    pub fn log_path(&self, service: &str) -> PathBuf {
+    fn log_path(&self, service: &str) -> PathBuf {
         self.dir.path().join(format!("{service}.log"))
-    }
-
-    /// Everything a service logged, across restarts.
-    pub fn log(&self, service: &str) -> String {
-        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
     }
 
     /// Starts a service and waits until its `/readyz` says it is ready.
@@ -280,15 +270,6 @@ poll_interval = "1s"
             let _ = s.child.kill();
             let _ = s.child.wait();
         }
-    }
-
-    /// SIGTERM, and waits for the exit; returns the exit status code.
-    pub fn terminate(&mut self, name: &str) -> Option<i32> {
-        let mut s = self.services.remove(name)?;
-        let _ = Command::new("kill")
-            .args(["-TERM", &s.child.id().to_string()])
-            .status();
-        s.child.wait().ok().and_then(|st| st.code())
     }
 
     pub fn pid(&self, name: &str) -> Option<u32> {
@@ -347,16 +328,10 @@ poll_interval = "1s"
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
 
 /// One message read back from a stream.
 pub struct StoredMessage {
-    pub subject: String,
-    pub msg_id: String,
     pub headers: oprelay_bus::async_nats::HeaderMap,
     pub payload: Vec<u8>,
 }
@@ -385,10 +360,6 @@ impl Pipeline {
         for seq in first.max(1)..=last {
             if let Ok(m) = s.get_raw_message(seq).await {
                 out.push(StoredMessage {
-                    subject: m.subject.to_string(),
-                    msg_id: oprelay_bus::header_value(Some(&m.headers), "Nats-Msg-Id")
-                        .unwrap_or_default()
-                        .to_owned(),
                     headers: m.headers.clone(),
                     payload: m.payload.to_vec(),
                 });

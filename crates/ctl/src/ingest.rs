@@ -177,8 +177,8 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
             done as f64 / secs
         ));
     }
-    let (read, rejected) = reader.await.context("the file reader stopped")??;
-    totals.events_read = read;
+    let rejected = reader.await.context("the file reader stopped")??;
+    totals.events_read = read_so_far.load(Ordering::Relaxed);
     totals.rejected = rejected;
     bar.finish_and_clear();
 
@@ -200,7 +200,8 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Reads every file in order and sends its pages; returns (events read, values rejected).
+/// Reads every file in order and sends its pages, counting events into `read_so_far`;
+/// returns how many values were rejected.
 fn read_pages(
     files: Vec<PathBuf>,
     feed: Feed,
@@ -209,9 +210,9 @@ fn read_pages(
     bar: ProgressBar,
     tx: tokio::sync::mpsc::Sender<RawPage>,
     read_so_far: &AtomicU64,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<u64> {
     let mut pager = Pager::new(page_size, max_body);
-    let (mut read, mut rejected) = (0u64, 0u64);
+    let mut rejected = 0u64;
     let send = |page: RawPage| {
         tx.blocking_send(page)
             .map_err(|_| std::io::Error::other("the publisher stopped"))
@@ -237,7 +238,6 @@ fn read_pages(
             }
             read_so_far.fetch_add(events.len() as u64, Ordering::Relaxed);
             for e in &events {
-                read += 1;
                 if let Some(page) = pager.push(&e.raw) {
                     send(page)?;
                 }
@@ -249,7 +249,7 @@ fn read_pages(
     if let Some(page) = pager.finish() {
         send(page)?;
     }
-    Ok((read, rejected))
+    Ok(rejected)
 }
 
 #[cfg(test)]
