@@ -203,15 +203,29 @@ fn feeds(config: &Config) -> Vec<(String, Feed)> {
         .collect()
 }
 
+/// A record as it was read from `OP_HEALTH`, so that `save` writes only what changed: an
+/// unchanged record rewritten every round would make the notifier's compare-and-set lose to
+/// the evaluator again and again.
+struct Stored {
+    revision: u64,
+    value: AlarmRecord,
+}
+
 async fn load(
     ctx: &Ctx,
     kind: AlarmKind,
     account: &str,
     feed: Option<Feed>,
-) -> Result<(AlarmRecord, Option<u64>), BusError> {
+) -> Result<(AlarmRecord, Option<Stored>), BusError> {
     let fresh = AlarmRecord::new(kind, account, feed, ctx.clock.now());
     match ctx.health.get::<AlarmRecord>(&fresh.key()).await? {
-        Some(v) => Ok((v.value, Some(v.revision))),
+        Some(v) => Ok((
+            v.value.clone(),
+            Some(Stored {
+                revision: v.revision,
+                value: v.value,
+            }),
+        )),
         None => Ok((fresh, None)),
     }
 }
@@ -220,7 +234,7 @@ async fn load(
 async fn save(
     ctx: &Ctx,
     mut record: AlarmRecord,
-    revision: Option<u64>,
+    stored: Option<Stored>,
     seen: Observation,
 ) -> Result<(), BusError> {
     let now = ctx.clock.now();
@@ -237,9 +251,12 @@ async fn save(
             scope: record.scope(),
         })
         .set(value);
+    if stored.as_ref().is_some_and(|s| s.value == record) {
+        return Ok(());
+    }
     match ctx
         .health
-        .compare_and_set(&record.key(), &record, revision)
+        .compare_and_set(&record.key(), &record, stored.map(|s| s.revision))
         .await
     {
         Ok(_) => {}
@@ -287,7 +304,7 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
     for (account, feed) in feeds(&ctx.config) {
         let what = format!("{account}/{feed}");
         // Drop-off: the arrival of the newest batch, as healthwatch saw its sequence change.
-        let (mut rec, rev) = load(ctx, AlarmKind::Dropoff, &account, Some(feed)).await?;
+        let (mut rec, stored) = load(ctx, AlarmKind::Dropoff, &account, Some(feed)).await?;
         let subject = format!("op.events.{account}.{feed}");
         if let Ok(last) = events.get_last_raw_message_by_subject(&subject).await {
             if rec.progress != Some(last.sequence) {
@@ -308,7 +325,7 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
             now,
             &what,
         );
-        save(ctx, rec, rev, seen).await?;
+        save(ctx, rec, stored, seen).await?;
 
         let status = ctx
             .status
@@ -316,7 +333,7 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
             .await?
             .map(|v| v.value);
         // Token rejected.
-        let (rec, rev) = load(ctx, AlarmKind::TokenRejected, &account, Some(feed)).await?;
+        let (rec, stored) = load(ctx, AlarmKind::TokenRejected, &account, Some(feed)).await?;
         let seen = match &status {
             None => Observation {
                 state: AlarmState::InsufficientData,
@@ -338,9 +355,9 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 },
             },
         };
-        save(ctx, rec, rev, seen).await?;
+        save(ctx, rec, stored, seen).await?;
         // Token expiring.
-        let (rec, rev) = load(ctx, AlarmKind::TokenExpiring, &account, Some(feed)).await?;
+        let (rec, stored) = load(ctx, AlarmKind::TokenExpiring, &account, Some(feed)).await?;
         let warn =
             time::Duration::try_from(hw.token_expiry_warning.0).unwrap_or(time::Duration::WEEK);
         let seen = match status.as_ref().and_then(|s| s.token_expires_at) {
@@ -355,9 +372,9 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 last_event_at: None,
             },
         };
-        save(ctx, rec, rev, seen).await?;
+        save(ctx, rec, stored, seen).await?;
         // Fetch failing.
-        let (rec, rev) = load(ctx, AlarmKind::FetchFailing, &account, Some(feed)).await?;
+        let (rec, stored) = load(ctx, AlarmKind::FetchFailing, &account, Some(feed)).await?;
         let silence = time::Duration::try_from(hw.fetch_silence.0).unwrap_or(time::Duration::HOUR);
         let seen = match &status {
             None => Observation {
@@ -387,13 +404,13 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 }
             }
         };
-        save(ctx, rec, rev, seen).await?;
+        save(ctx, rec, stored, seen).await?;
     }
 
     // Sinks: a backlog that does not move.
     for sink in &ctx.config.sinks {
         let scope = format!("pipeline.sink-{}", sink.name);
-        let (mut rec, rev) = load(ctx, AlarmKind::SinkStalled, &scope, None).await?;
+        let (mut rec, stored) = load(ctx, AlarmKind::SinkStalled, &scope, None).await?;
         let consumer_name = names::sink_consumer(&sink.name);
         let info = events.consumer_info(&consumer_name).await;
         let seen = match info {
@@ -434,14 +451,14 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 }
             }
         };
-        save(ctx, rec, rev, seen).await?;
+        save(ctx, rec, stored, seen).await?;
     }
 
     // Dead letters: new ones since the last look.
     if let Ok(mut dlq) = ctx.bus.jetstream().get_stream(names::STREAM_DLQ).await {
         if let Ok(info) = dlq.info().await {
             let last = info.state.last_sequence;
-            let (mut rec, rev) = load(ctx, AlarmKind::DlqGrowing, "pipeline.dlq", None).await?;
+            let (mut rec, stored) = load(ctx, AlarmKind::DlqGrowing, "pipeline.dlq", None).await?;
             let grew = rec.progress.is_some_and(|p| last > p);
             if rec.progress.is_none() || grew {
                 rec.progress = Some(last);
@@ -463,7 +480,7 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                     last_event_at: None,
                 }
             };
-            save(ctx, rec, rev, seen).await?;
+            save(ctx, rec, stored, seen).await?;
         }
     }
     Ok(())
