@@ -13,6 +13,7 @@ mod record;
 mod secret;
 mod status;
 mod timestamp;
+mod uuid_text;
 
 pub use feed::{AccountName, Feed, InvalidAccountName, LogType, UnknownFeed};
 pub use field::Field;
@@ -30,3 +31,4 @@ pub use record::{
 pub use secret::Secret;
 pub use status::{Alarm, AlarmKind, AlarmState, CursorState, FeedStatus, Lease};
 pub use timestamp::{format_panther, format_rfc3339_nanos, Timestamp, TimestampError};
+pub use uuid_text::hyphenated as uuid_text;

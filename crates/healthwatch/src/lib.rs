@@ -425,11 +425,17 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
             Ok(info) => {
                 let backlog = info.num_pending + info.num_ack_pending as u64;
                 let delivered = info.ack_floor.stream_sequence;
-                if rec.progress != Some(delivered) || backlog == 0 {
+                // `progress_at` is when the sink last moved while something was waiting;
+                // none while nothing waits, so an idle sink's record stays unchanged and a
+                // backlog after a quiet night is not mistaken for a night-long stall.
+                if backlog == 0 {
+                    rec.progress = Some(delivered);
+                    rec.progress_at = None;
+                } else if rec.progress != Some(delivered) || rec.progress_at.is_none() {
                     rec.progress = Some(delivered);
                     rec.progress_at = Some(now);
                 }
-                let stalled_for = now - rec.progress_at.unwrap_or(now);
+                let stalled_for = rec.progress_at.map_or(time::Duration::ZERO, |t| now - t);
                 let limit = time::Duration::try_from(hw.sink_stalled_after.0)
                     .unwrap_or(time::Duration::minutes(15));
                 if backlog > 0 && stalled_for >= limit {

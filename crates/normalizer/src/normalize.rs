@@ -52,15 +52,7 @@ pub fn derived_source_id(account: &str) -> String {
     b.copy_from_slice(&d[..16]);
     b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    oprelay_events::uuid_text(b)
 }
 
 /// `p_row_id`: lower-case hex, a function of the log type and the event uuid only, so the

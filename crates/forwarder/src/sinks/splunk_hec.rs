@@ -51,16 +51,7 @@ struct AckReply {
 }
 
 fn random_channel() -> String {
-    let b: [u8; 16] = rand::rng().random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    oprelay_events::uuid_text(rand::rng().random())
 }
 
 impl SplunkHec {
