@@ -383,8 +383,9 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 last_event_at: None,
             },
             Some(s) => {
-                let stale =
-                    s.last_success_at.is_none_or(|t| now - t > silence) && s.last_poll_at.is_some();
+                // A fetcher that never succeeded is judged by its failure count alone: its
+                // first failed poll is not yet a silence.
+                let stale = s.last_success_at.is_some_and(|t| now - t > silence);
                 if s.consecutive_failures >= hw.fetch_failures || stale {
                     Observation {
                         state: AlarmState::Alarm,

@@ -8,7 +8,7 @@ use axum::routing::post;
 use axum::Json;
 use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing};
 use oprelay_events::names::{self, header};
-use oprelay_events::{AlarmState, Feed};
+use oprelay_events::{AlarmState, Feed, FeedStatus};
 use oprelay_healthwatch::alarm::AlarmRecord;
 use oprelay_healthwatch::Options;
 use oprelay_service::{config, CancellationToken, Clock, Config};
@@ -146,6 +146,13 @@ impl World {
             "gave up waiting for {what} after 60 s (clock at {})",
             self.clock.now()
         );
+    }
+
+    /// The lease's revision: every evaluation round renews the lease, so it counts rounds.
+    async fn rounds(&self) -> u64 {
+        let leases = JsonKv::open(&self.bus, names::BUCKET_LEASES).await.unwrap();
+        let v = leases.get::<Value>("_healthwatch").await.unwrap();
+        v.map_or(0, |v| v.revision)
     }
 
     async fn state(&self, key: &str) -> Option<AlarmState> {
@@ -374,18 +381,10 @@ async fn steady_alarms_are_not_rewritten_every_round() {
     };
     let before = revisions().await;
     assert!(before.contains_key(sink) && before.contains_key(DROPOFF));
-    // Every evaluation round renews the lease, so its revision counts rounds.
-    let leases = JsonKv::open(&world.bus, names::BUCKET_LEASES)
-        .await
-        .unwrap();
-    let rounds = || async {
-        let v = leases.get::<Value>("_healthwatch").await.unwrap();
-        v.map_or(0, |v| v.revision)
-    };
-    let start = rounds().await;
+    let start = world.rounds().await;
     world
         .drive("ten more evaluation rounds", || async {
-            rounds().await >= start + 10
+            world.rounds().await >= start + 10
         })
         .await;
     assert_eq!(
@@ -394,6 +393,128 @@ async fn steady_alarms_are_not_rewritten_every_round() {
         "unchanged records were rewritten"
     );
     assert_eq!(world.state(sink).await, Some(AlarmState::Ok));
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// What the fetcher reports in `OP_STATUS` drives `token_expiring` and `fetch_failing`; the
+/// status is written here as the fetcher writes it, so each rule's edges are exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetcher_reports_drive_token_expiring_and_fetch_failing() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let status = JsonKv::open(&world.bus, names::BUCKET_STATUS)
+        .await
+        .unwrap();
+    let now = world.clock.now();
+    let report = |failures: u32, expires_in_days: i64| FeedStatus {
+        last_poll_at: Some(now),
+        last_success_at: Some(now),
+        last_event_at: Some(now),
+        last_error: (failures > 0).then(|| "HTTP 503 from the Events API".to_owned()),
+        consecutive_failures: failures,
+        token_expires_at: Some(now + time::Duration::days(expires_in_days)),
+    };
+    let key = "fetch.acme.item_usages";
+    status.put(key, &report(0, 30)).await.unwrap();
+    let (stop, task) = world.healthwatch(world.config(&url, ""), "hw-1");
+    let expiring = "token_expiring.acme.item_usages";
+    let failing = "fetch_failing.acme.item_usages";
+    world
+        .drive("both OK", || async {
+            world.state(expiring).await == Some(AlarmState::Ok)
+                && world.state(failing).await == Some(AlarmState::Ok)
+        })
+        .await;
+
+    // Four failures are under the default threshold of five; the token has eight days.
+    status.put(key, &report(4, 8)).await.unwrap();
+    let start = world.rounds().await;
+    world
+        .drive("three evaluation rounds", || async {
+            world.rounds().await >= start + 3
+        })
+        .await;
+    assert_eq!(world.state(failing).await, Some(AlarmState::Ok));
+    assert_eq!(world.state(expiring).await, Some(AlarmState::Ok));
+
+    // The fifth failure, and a token inside the seven-day warning.
+    status.put(key, &report(5, 6)).await.unwrap();
+    world
+        .drive("fetch_failing and token_expiring", || async {
+            notifications(&hook, "fetch_failing") == ["ALARM"]
+                && notifications(&hook, "token_expiring") == ["ALARM"]
+        })
+        .await;
+    let record = world.record(failing).await.unwrap();
+    assert!(
+        record.message.contains("5 failed polls") && record.message.contains("HTTP 503"),
+        "{}",
+        record.message
+    );
+
+    // A successful poll and a renewed token resolve both.
+    status.put(key, &report(0, 90)).await.unwrap();
+    world
+        .drive("both resolved", || async {
+            notifications(&hook, "fetch_failing") == ["ALARM", "RESOLVED"]
+                && notifications(&hook, "token_expiring") == ["ALARM", "RESOLVED"]
+        })
+        .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// A new dead letter raises `dlq_growing`; an hour without another resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_dead_letter_raises_dlq_growing_until_an_hour_passes() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let dead_letter = |n: u32| {
+        Outgoing::new(
+            "op.dlq.normalizer.acme.item_usages".to_owned(),
+            format!("dlq:test:{n}"),
+            "{}",
+        )
+    };
+    // A dead letter from before healthwatch started is history, not growth.
+    world.bus.publish(dead_letter(1)).await.unwrap();
+    let (stop, task) = world.healthwatch(world.config(&url, ""), "hw-1");
+    let key = "dlq_growing.pipeline.dlq";
+    world
+        .drive("dlq_growing OK", || async {
+            world.state(key).await == Some(AlarmState::Ok)
+        })
+        .await;
+    world.bus.publish(dead_letter(2)).await.unwrap();
+    world
+        .drive("dlq_growing ALARM", || async {
+            notifications(&hook, "dlq_growing") == ["ALARM"]
+        })
+        .await;
+    let record = world.record(key).await.unwrap();
+    assert!(
+        record.message.contains("last sequence 2"),
+        "{}",
+        record.message
+    );
+    // Fifty minutes later it still counts as recent.
+    world.clock.advance(Duration::from_secs(50 * 60));
+    let start = world.rounds().await;
+    world
+        .drive("three evaluation rounds", || async {
+            world.rounds().await >= start + 3
+        })
+        .await;
+    assert_eq!(world.state(key).await, Some(AlarmState::Alarm));
+    world.clock.advance(Duration::from_secs(11 * 60));
+    world
+        .drive("dlq_growing resolved", || async {
+            notifications(&hook, "dlq_growing") == ["ALARM", "RESOLVED"]
+        })
+        .await;
     stop.cancel();
     task.await.unwrap().unwrap();
 }
