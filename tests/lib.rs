@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -80,12 +80,7 @@ pub struct Pipeline {
     _sim_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use oprelay_testkit::free_port;
 
 impl Pipeline {
     pub async fn start(spec: Spec) -> Pipeline {

@@ -69,9 +69,18 @@ impl Sampler {
     }
 }
 
-/// Lines in the sink's file, and how many distinct `p_row_id`s they hold.
+/// Lines in the sink's file, and how many distinct records they hold: (`p_source_id`,
+/// `p_row_id`) pairs, since the four accounts read one simulated stream and so share event
+/// uuids, which real accounts never do.
 fn rows_in(path: &std::path::Path) -> (usize, usize) {
-    const KEY: &str = "\"p_row_id\":\"";
+    fn field<'l>(line: &'l str, name: &str) -> &'l str {
+        let key = format!("\"{name}\":\"");
+        let Some(at) = line.find(&key) else {
+            return "";
+        };
+        let value = &line[at + key.len()..];
+        &value[..value.find('"').unwrap_or(value.len())]
+    }
     let Ok(text) = std::fs::read_to_string(path) else {
         return (0, 0);
     };
@@ -79,10 +88,7 @@ fn rows_in(path: &std::path::Path) -> (usize, usize) {
     let mut lines = 0;
     for line in text.lines().filter(|l| !l.is_empty()) {
         lines += 1;
-        if let Some(at) = line.find(KEY) {
-            let id = &line[at + KEY.len()..];
-            ids.insert(&id[..id.find('"').unwrap_or(id.len())]);
-        }
+        ids.insert((field(line, "p_source_id"), field(line, "p_row_id")));
     }
     (lines, ids.len())
 }
@@ -191,6 +197,14 @@ async fn main() {
             (written - distinct) as f64 * 100.0 / distinct.max(1) as f64
         )
     );
+    let again = [
+        ("oprelay-normalizer", "normalizer_redelivered_pages_total"),
+        ("oprelay-forwarder", "forwarder_redelivered_messages_total"),
+    ];
+    for (service, metric) in again {
+        let n = counter(&metrics(&p, service).await, metric);
+        println!("{metric:<42} {n:>8.0}  (JetStream deliveries after the first)");
+    }
     tail.latencies.sort_by(f64::total_cmp);
     for (label, q) in [("latency p50", 0.5), ("latency p99", 0.99)] {
         let i = ((tail.latencies.len() as f64 * q) as usize)

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oprelay_events::{ItemUsage, Page};
-use oprelay_testkit::binary;
+use oprelay_testkit::{binary, free_port};
 
 #[tokio::test]
 async fn serve_prints_a_working_token_and_stops_on_sigterm() {
@@ -68,11 +68,4 @@ async fn serve_prints_a_working_token_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "exit status {exit}");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }

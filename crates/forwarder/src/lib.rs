@@ -179,7 +179,12 @@ async fn worker(
                 m = pulled.next() => m,
             };
             match next {
-                Some(Ok(m)) => add(&mut batch, m, &config),
+                Some(Ok(m)) => {
+                    if m.info().is_ok_and(|i| i.delivered > 1) {
+                        ctx.metrics.redelivered.get_or_create(&ctx.labels).inc();
+                    }
+                    add(&mut batch, m, &config)
+                }
                 Some(Err(e)) => tracing::debug!(sink = %config.name, error = %e, "pull ended"),
                 None => break,
             }

@@ -36,6 +36,7 @@ pub struct ForwarderMetrics {
     pub batch_seconds: Family<SinkLabels, Histogram, fn() -> Histogram>,
     pub lag_seconds: Family<SinkLabels, Gauge<f64, AtomicU64>>,
     pub pending: Family<SinkLabels, Gauge>,
+    pub redelivered: Family<SinkLabels, Counter>,
 }
 
 impl ForwarderMetrics {
@@ -48,6 +49,7 @@ impl ForwarderMetrics {
             batch_seconds: Family::new_with_constructor(batch_histogram),
             lag_seconds: Family::default(),
             pending: Family::default(),
+            redelivered: Family::default(),
         };
         metrics.register(
             "forwarder_records",
@@ -83,6 +85,12 @@ impl ForwarderMetrics {
             "forwarder_pending_messages",
             "Messages waiting in the sink's consumer",
             m.pending.clone(),
+        );
+        metrics.register(
+            "forwarder_redelivered_messages",
+            "Messages JetStream delivered more than once (an ack wait passed, or a forwarder \
+             stopped before acking); a non-idempotent sink may receive their records twice",
+            m.redelivered.clone(),
         );
         m
     }

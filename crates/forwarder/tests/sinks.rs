@@ -486,3 +486,73 @@ async fn elasticsearch_with_an_api_key_and_with_basic_auth() {
     assert_eq!(keyed.lock().unwrap().docs.len(), ids.len());
     assert_eq!(basic.lock().unwrap().docs.len(), ids.len());
 }
+
+/// A message that a stopped forwarder pulled and never acknowledged comes back after the ack
+/// wait. The next forwarder delivers it and counts it in `forwarder_redelivered_messages`,
+/// the figure that says how often a sink without idempotency may have seen a record twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_left_unacknowledged_is_delivered_again_and_counted() {
+    use futures::StreamExt;
+    use oprelay_events::names;
+
+    let world = World::start().await;
+    let ids = world.publish_events(Feed::ItemUsages, 2, 10).await;
+    let out = world.dir.path().join("out.ndjson");
+    let mut config = world.config(&format!(
+        "[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\n",
+        out.display()
+    ));
+    // The sink's own durable consumer hands the first message to "a forwarder" that stops
+    // before acknowledging it.
+    let consumer = oprelay_bus::ensure_pull_consumer(
+        world.bus.jetstream(),
+        names::STREAM_EVENTS,
+        &names::sink_consumer("file"),
+        None,
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let mut pulled = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let first = pulled.next().await.unwrap().unwrap();
+    assert_eq!(first.info().unwrap().delivered, 1);
+    drop((first, pulled));
+
+    let port = oprelay_testkit::free_port();
+    config.telemetry.listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let fwd = Forwarder::start(config);
+    let read = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("NDJSON"))
+            .map(|v| v["p_row_id"].as_str().unwrap_or_default().to_owned())
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "every record in the file",
+        || async { (read().len() >= ids.len()).then_some(()) },
+    )
+    .await;
+    let counted = eventually(Duration::from_secs(10), "the metrics page", || async {
+        let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("oprelay_forwarder_redelivered_messages_total{sink=\"file\"}"))
+            .map(str::to_owned)
+    })
+    .await;
+    fwd.stop().await;
+    assert!(counted.ends_with(" 1"), "{counted}");
+    let delivered = read();
+    assert_eq!(delivered.len(), ids.len(), "each record once");
+    assert_eq!(
+        delivered.into_iter().collect::<HashSet<_>>(),
+        ids.into_iter().collect::<HashSet<_>>()
+    );
+}

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{Forwarder, World};
 use oprelay_events::Feed;
-use oprelay_testkit::{eventually, TestPki};
+use oprelay_testkit::{eventually, free_port, TestPki};
 
 struct Rsyslog {
     child: Child,
@@ -22,14 +22,6 @@ impl Drop for Rsyslog {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts rsyslogd in the foreground with only an imtcp input writing MSGID, APP-NAME and MSG

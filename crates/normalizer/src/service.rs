@@ -60,6 +60,7 @@ struct NormalizerMetrics {
     records: Family<FeedLabels, Counter>,
     matches: Family<SelectorLabels, Counter>,
     dead_letters: Family<ReasonLabels, Counter>,
+    redelivered: Counter,
     latency: Histogram,
 }
 
@@ -69,6 +70,7 @@ impl NormalizerMetrics {
             records: Family::default(),
             matches: Family::default(),
             dead_letters: Family::default(),
+            redelivered: Counter::default(),
             latency: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
@@ -87,6 +89,12 @@ impl NormalizerMetrics {
             "normalizer_dead_letters",
             "Records or pages sent to OP_DLQ by reason",
             m.dead_letters.clone(),
+        );
+        metrics.register(
+            "normalizer_redelivered_pages",
+            "Raw pages JetStream delivered more than once; their records are published with \
+             the same dedup ids, so OP_EVENTS keeps one copy",
+            m.redelivered.clone(),
         );
         metrics.register(
             "normalizer_page_seconds",
@@ -272,6 +280,9 @@ async fn handle(
         tracing::error!(subject = %msg.subject, "raw page for an invalid account name; skipped");
         return Ok(());
     };
+    if msg.info().is_ok_and(|i| i.delivered > 1) {
+        m.redelivered.inc();
+    }
     let raw_id = header_value(msg.headers.as_ref(), header::MSG_ID)
         .map(str::to_owned)
         .unwrap_or_else(|| {

@@ -18,6 +18,16 @@ mod pki;
 pub mod receivers;
 pub use pki::TestPki;
 
+/// A loopback port free at the time of asking, for a process that must be told its port
+/// before it starts (an admin listener, rsyslog, opsim). Another process may take it first;
+/// on loopback in a test run that has not been seen.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// A running `nats-server` with JetStream, on a free loopback port.
 pub struct NatsServer {
     child: Option<Child>,
