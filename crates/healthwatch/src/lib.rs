@@ -535,8 +535,10 @@ async fn notify_loop(
     if notifiers.is_empty() {
         return;
     }
-    let mut failures: Vec<u32> = vec![0; notifiers.len()];
-    let mut next_try: Vec<OffsetDateTime> = vec![OffsetDateTime::UNIX_EPOCH; notifiers.len()];
+    let mut retry = Retry {
+        failures: vec![0; notifiers.len()],
+        next_try: vec![OffsetDateTime::UNIX_EPOCH; notifiers.len()],
+    };
     let tick = Duration::from_secs(1).min(ctx.config.healthwatch.interval.0);
     loop {
         tokio::select! {
@@ -555,61 +557,93 @@ async fn notify_loop(
             Err(_) => continue,
         };
         for key in keys {
-            let Ok(Some(v)) = ctx.health.get::<AlarmRecord>(&key).await else {
-                continue;
-            };
-            let (mut record, mut revision) = (v.value, v.revision);
-            for (i, n) in notifiers.iter().enumerate() {
-                let Some(what) = record.owed(&n.name) else {
-                    continue;
-                };
-                let now = ctx.clock.now();
-                if now < next_try[i] {
-                    continue;
-                }
-                // Claim the delivery first (compare-and-set), so a second replica that also
-                // believes it leads cannot send it too.
-                let taken = record
-                    .claims
-                    .get(&n.name)
-                    .is_some_and(|c| c.owner != me && c.until > now && c.state == what);
-                if taken {
-                    continue;
-                }
-                record.claims.insert(
-                    n.name.clone(),
-                    alarm::Claim {
-                        owner: me.clone(),
-                        state: what,
-                        until: now + Duration::from_secs(60),
-                    },
-                );
-                match ctx
-                    .health
-                    .compare_and_set(&key, &record, Some(revision))
-                    .await
-                {
-                    Ok(r) => revision = r,
-                    Err(_) => break,
-                }
-                match n.send(&record, what, now).await {
-                    Ok(()) => {
-                        failures[i] = 0;
-                        tracing::info!(notifier = %n.name, alarm = %record.id, state = ?what, "notification delivered");
-                        match mark_notified(&ctx.health, &key, &n.name, &record.id, what).await {
-                            Some((r, rev)) => (record, revision) = (r, rev),
-                            None => break,
-                        }
-                    }
-                    Err(e) => {
-                        failures[i] += 1;
-                        let wait = Duration::from_secs(2u64.saturating_pow(failures[i].min(8)))
-                            .min(Duration::from_secs(300));
-                        next_try[i] = now + wait;
-                        tracing::warn!(error = %e, retry_in = ?wait, "notification failed; will retry");
-                    }
+            // A lost compare-and-set means the evaluator wrote the record meanwhile: read it
+            // again at once rather than a tick later, a few times.
+            for _ in 0..3 {
+                if notify_record(&ctx, &notifiers, &me, &key, &mut retry).await != Pass::Conflict {
+                    break;
                 }
             }
         }
     }
+}
+
+/// When each notifier may try again after failures: exponential, up to five minutes.
+struct Retry {
+    failures: Vec<u32>,
+    next_try: Vec<OffsetDateTime>,
+}
+
+#[derive(PartialEq)]
+enum Pass {
+    Done,
+    /// The record changed under us; reading it again may find work.
+    Conflict,
+}
+
+/// Sends what one alarm record owes each notifier: claim, send, record the delivery.
+async fn notify_record(
+    ctx: &Ctx,
+    notifiers: &[Notifier],
+    me: &str,
+    key: &str,
+    retry: &mut Retry,
+) -> Pass {
+    let Ok(Some(v)) = ctx.health.get::<AlarmRecord>(key).await else {
+        return Pass::Done;
+    };
+    let (mut record, mut revision) = (v.value, v.revision);
+    for (i, n) in notifiers.iter().enumerate() {
+        let Some(what) = record.owed(&n.name) else {
+            continue;
+        };
+        let now = ctx.clock.now();
+        if now < retry.next_try[i] {
+            continue;
+        }
+        // Claim the delivery first (compare-and-set), so a second replica that also believes
+        // it leads cannot send it too.
+        let taken = record
+            .claims
+            .get(&n.name)
+            .is_some_and(|c| c.owner != me && c.until > now && c.state == what);
+        if taken {
+            continue;
+        }
+        record.claims.insert(
+            n.name.clone(),
+            alarm::Claim {
+                owner: me.to_owned(),
+                state: what,
+                until: now + Duration::from_secs(60),
+            },
+        );
+        match ctx
+            .health
+            .compare_and_set(key, &record, Some(revision))
+            .await
+        {
+            Ok(r) => revision = r,
+            Err(BusError::Conflict { .. }) => return Pass::Conflict,
+            Err(_) => return Pass::Done,
+        }
+        match n.send(&record, what, now).await {
+            Ok(()) => {
+                retry.failures[i] = 0;
+                tracing::info!(notifier = %n.name, alarm = %record.id, state = ?what, "notification delivered");
+                match mark_notified(&ctx.health, key, &n.name, &record.id, what).await {
+                    Some((r, rev)) => (record, revision) = (r, rev),
+                    None => return Pass::Done,
+                }
+            }
+            Err(e) => {
+                retry.failures[i] += 1;
+                let wait = Duration::from_secs(2u64.saturating_pow(retry.failures[i].min(8)))
+                    .min(Duration::from_secs(300));
+                retry.next_try[i] = now + wait;
+                tracing::warn!(error = %e, retry_in = ?wait, "notification failed; will retry");
+            }
+        }
+    }
+    Pass::Done
 }
