@@ -16,21 +16,13 @@ pub struct Observation {
     pub last_event_at: Option<OffsetDateTime>,
 }
 
-/// One alarm's persistent record in `OP_HEALTH`.
+/// One alarm's persistent record in `OP_HEALTH`: the public alarm, flattened so the stored
+/// JSON reads as an `Alarm` to anyone (`oprelay status`), plus healthwatch's own bookkeeping.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlarmRecord {
-    /// Stable for an episode: set on entering ALARM, kept on resolving.
-    pub id: String,
-    pub kind: AlarmKind,
-    pub account: String,
-    pub feed: Option<Feed>,
-    pub state: AlarmState,
-    #[serde(with = "time::serde::rfc3339")]
-    pub since: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub last_event_at: Option<OffsetDateTime>,
-    pub message: String,
-    pub runbook: String,
+    /// Its `id` is stable for an episode: set on entering ALARM, kept on resolving.
+    #[serde(flatten)]
+    pub alarm: Alarm,
     /// When healthwatch first looked at this: "never produced anything" is INSUFFICIENT_DATA
     /// until one window has passed since then.
     #[serde(with = "time::serde::rfc3339")]
@@ -52,15 +44,17 @@ pub struct AlarmRecord {
 impl AlarmRecord {
     pub fn new(kind: AlarmKind, account: &str, feed: Option<Feed>, now: OffsetDateTime) -> Self {
         AlarmRecord {
-            id: String::new(),
-            kind,
-            account: account.to_owned(),
-            feed,
-            state: AlarmState::InsufficientData,
-            since: now,
-            last_event_at: None,
-            message: String::new(),
-            runbook: runbook(kind).to_owned(),
+            alarm: Alarm {
+                id: String::new(),
+                kind,
+                state: AlarmState::InsufficientData,
+                account: account.to_owned(),
+                feed,
+                since: now,
+                last_event_at: None,
+                message: String::new(),
+                runbook: runbook(kind).to_owned(),
+            },
             watching_since: now,
             notified: BTreeMap::new(),
             claims: BTreeMap::new(),
@@ -71,56 +65,42 @@ impl AlarmRecord {
 
     /// Applies an observation; returns the public alarm when the state changed.
     pub fn apply(&mut self, seen: Observation, now: OffsetDateTime) -> Option<Alarm> {
-        self.last_event_at = seen.last_event_at.or(self.last_event_at);
-        if seen.state == self.state {
+        self.alarm.last_event_at = seen.last_event_at.or(self.alarm.last_event_at);
+        if seen.state == self.alarm.state {
             // The message describes the state as it was entered; rewriting it every round
             // would only churn the bucket.
             return None;
         }
         if seen.state == AlarmState::Alarm {
-            self.id = format!(
+            self.alarm.id = format!(
                 "{}-{}-{}",
-                self.kind,
+                self.alarm.kind,
                 self.scope().replace('.', "-"),
                 now.unix_timestamp()
             );
         }
-        self.state = seen.state;
-        self.since = now;
-        self.message = seen.message;
-        Some(self.public())
+        self.alarm.state = seen.state;
+        self.alarm.since = now;
+        self.alarm.message = seen.message;
+        Some(self.alarm.clone())
     }
 
     /// `{account}.{feed}`, or `{account}.{name}` for pipeline-wide alarms.
     pub fn scope(&self) -> String {
-        match self.feed {
-            Some(f) => format!("{}.{f}", self.account),
-            None => self.account.clone(),
+        match self.alarm.feed {
+            Some(f) => format!("{}.{f}", self.alarm.account),
+            None => self.alarm.account.clone(),
         }
     }
 
     pub fn key(&self) -> String {
-        format!("{}.{}", self.kind, self.scope())
-    }
-
-    pub fn public(&self) -> Alarm {
-        Alarm {
-            id: self.id.clone(),
-            kind: self.kind,
-            state: self.state,
-            account: self.account.clone(),
-            feed: self.feed,
-            since: self.since,
-            last_event_at: self.last_event_at,
-            message: self.message.clone(),
-            runbook: self.runbook.clone(),
-        }
+        format!("{}.{}", self.alarm.kind, self.scope())
     }
 
     /// What notifier `name` still owes: the alarm, or its resolution. One of each per episode.
     pub fn owed(&self, name: &str) -> Option<AlarmState> {
         let told = self.notified.get(name).copied();
-        match self.state {
+        match self.alarm.state {
             AlarmState::Alarm if told != Some(AlarmState::Alarm) => Some(AlarmState::Alarm),
             AlarmState::Ok if told == Some(AlarmState::Alarm) => Some(AlarmState::Ok),
             _ => None,
@@ -202,6 +182,30 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `oprelay status` reads `OP_HEALTH` records as plain `Alarm`s, and records written
+    /// before the alarm was a nested field must still load: the JSON stays flat.
+    #[test]
+    fn the_stored_record_is_a_flat_alarm() {
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        r.apply(
+            Observation {
+                state: AlarmState::Alarm,
+                message: "quiet".into(),
+                last_event_at: Some(t(-30)),
+            },
+            t(1),
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["state"], "ALARM");
+        assert_eq!(v["feed"], "item_usages");
+        assert!(v.get("alarm").is_none(), "{v}");
+        assert!(v.get("watching_since").is_some());
+        let alarm: Alarm = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(alarm, r.alarm);
+        let back: AlarmRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
     fn t(min: i64) -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap() + time::Duration::minutes(min)
     }
@@ -245,7 +249,7 @@ mod tests {
         r.notified.insert("webhook".into(), AlarmState::Alarm);
         assert!(r.apply(alarm, t(2)).is_none(), "no change, no event");
         assert_eq!(r.owed("webhook"), None, "never a repeat while in ALARM");
-        let id = r.id.clone();
+        let id = r.alarm.id.clone();
         let change = r.apply(ok, t(3)).expect("resolved");
         assert_eq!(change.id, id, "the resolution carries the episode's id");
         assert_eq!(r.owed("webhook"), Some(AlarmState::Ok));

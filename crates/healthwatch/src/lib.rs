@@ -239,7 +239,7 @@ async fn save(
 ) -> Result<(), BusError> {
     let now = ctx.clock.now();
     let change = record.apply(seen, now);
-    let value = match record.state {
+    let value = match record.alarm.state {
         AlarmState::Ok => 0,
         AlarmState::Alarm => 1,
         AlarmState::InsufficientData => 2,
@@ -247,7 +247,7 @@ async fn save(
     ctx.metrics
         .state
         .get_or_create(&AlarmLabels {
-            kind: record.kind.to_string(),
+            kind: record.alarm.kind.to_string(),
             scope: record.scope(),
         })
         .set(value);
@@ -278,8 +278,8 @@ async fn save(
             ),
             body,
         )
-        .header(header::ACCOUNT, &record.account);
-        if let Some(f) = record.feed {
+        .header(header::ACCOUNT, &record.alarm.account);
+        if let Some(f) = record.alarm.feed {
             msg = msg.header(header::FEED, f);
         }
         ctx.bus.publish(msg).await?;
@@ -505,7 +505,7 @@ async fn mark_notified(
     for _ in 0..5 {
         let v = kv.get::<AlarmRecord>(key).await.ok().flatten()?;
         let mut record = v.value;
-        if record.id != id {
+        if record.alarm.id != id {
             return None;
         }
         record.notified.insert(notifier.to_owned(), what);
@@ -630,8 +630,8 @@ async fn notify_record(
         match n.send(&record, what, now).await {
             Ok(()) => {
                 retry.failures[i] = 0;
-                tracing::info!(notifier = %n.name, alarm = %record.id, state = ?what, "notification delivered");
-                match mark_notified(&ctx.health, key, &n.name, &record.id, what).await {
+                tracing::info!(notifier = %n.name, alarm = %record.alarm.id, state = ?what, "notification delivered");
+                match mark_notified(&ctx.health, key, &n.name, &record.alarm.id, what).await {
                     Some((r, rev)) => (record, revision) = (r, rev),
                     None => return Pass::Done,
                 }

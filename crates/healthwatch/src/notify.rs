@@ -44,10 +44,9 @@ impl Notifier {
         what: AlarmState,
         now: time::OffsetDateTime,
     ) -> serde_json::Value {
-        let alarm = record.public();
         match self.kind {
             NotifyType::Webhook => {
-                let mut v = serde_json::to_value(&alarm).unwrap_or_default();
+                let mut v = serde_json::to_value(&record.alarm).unwrap_or_default();
                 v["notification"] = json!(if what == AlarmState::Alarm {
                     "ALARM"
                 } else {
@@ -56,20 +55,21 @@ impl Notifier {
                 v
             }
             NotifyType::Slack => {
-                let scope = match record.feed {
-                    Some(f) => format!("{} / {f}", record.account),
-                    None => record.account.clone(),
+                let scope = match record.alarm.feed {
+                    Some(f) => format!("{} / {f}", record.alarm.account),
+                    None => record.alarm.account.clone(),
                 };
                 let quiet = record
+                    .alarm
                     .last_event_at
                     .map(|t| format!(" Last event arrived {} min ago.", (now - t).whole_minutes()))
                     .unwrap_or_default();
                 let text = if what == AlarmState::Alarm {
-                    format!(":rotating_light: *oprelay {}* on *{scope}*: {}.{quiet}\n*What to check:* {}", record.kind, record.message, record.runbook)
+                    format!(":rotating_light: *oprelay {}* on *{scope}*: {}.{quiet}\n*What to check:* {}", record.alarm.kind, record.alarm.message, record.alarm.runbook)
                 } else {
                     format!(
                         ":white_check_mark: *oprelay {}* on *{scope}* resolved: {}.",
-                        record.kind, record.message
+                        record.alarm.kind, record.alarm.message
                     )
                 };
                 json!({"text": text})

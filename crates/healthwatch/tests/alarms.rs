@@ -156,7 +156,7 @@ impl World {
     }
 
     async fn state(&self, key: &str) -> Option<AlarmState> {
-        self.record(key).await.map(|r| r.state)
+        self.record(key).await.map(|r| r.alarm.state)
     }
 }
 
@@ -195,9 +195,9 @@ async fn a_quiet_feed_alarms_once_resolves_once_and_a_restart_repeats_nothing() 
         .await;
     let record = world.record(DROPOFF).await.unwrap();
     assert!(
-        record.message.contains("no events for 16 min"),
+        record.alarm.message.contains("no events for 16 min"),
         "{}",
-        record.message
+        record.alarm.message
     );
 
     // Another 20 minutes of silence and a restart while in ALARM: nothing repeated.
@@ -277,6 +277,7 @@ async fn a_feed_that_never_sent_is_insufficient_data_then_alarm() {
         .record(DROPOFF)
         .await
         .unwrap()
+        .alarm
         .message
         .contains("no events at all"));
     stop.cancel();
@@ -449,9 +450,10 @@ async fn fetcher_reports_drive_token_expiring_and_fetch_failing() {
         .await;
     let record = world.record(failing).await.unwrap();
     assert!(
-        record.message.contains("5 failed polls") && record.message.contains("HTTP 503"),
+        record.alarm.message.contains("5 failed polls")
+            && record.alarm.message.contains("HTTP 503"),
         "{}",
-        record.message
+        record.alarm.message
     );
 
     // A successful poll and a renewed token resolve both.
@@ -496,9 +498,9 @@ async fn a_new_dead_letter_raises_dlq_growing_until_an_hour_passes() {
         .await;
     let record = world.record(key).await.unwrap();
     assert!(
-        record.message.contains("last sequence 2"),
+        record.alarm.message.contains("last sequence 2"),
         "{}",
-        record.message
+        record.alarm.message
     );
     // Fifty minutes later it still counts as recent.
     world.clock.advance(Duration::from_secs(50 * 60));
@@ -656,6 +658,7 @@ async fn a_revoked_token_fires_token_rejected_and_resolves_when_it_is_back() {
         .record(key)
         .await
         .unwrap()
+        .alarm
         .message
         .contains("token rejected (401)"));
     assert!(sim.sim.restore(&token));
