@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Json;
+use oprelay_bus::async_nats::jetstream::consumer::PullConsumer;
 use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::{AlarmState, Feed, FeedStatus};
@@ -155,9 +156,38 @@ impl World {
         v.map_or(0, |v| v.revision)
     }
 
+    /// The `siem` sink's durable consumer on `OP_EVENTS`.
+    async fn sink_consumer(&self) -> PullConsumer {
+        oprelay_bus::ensure_pull_consumer(
+            self.bus.jetstream(),
+            names::STREAM_EVENTS,
+            "sink-siem",
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+    }
+
     async fn state(&self, key: &str) -> Option<AlarmState> {
         self.record(key).await.map(|r| r.alarm.state)
     }
+}
+
+/// One file sink, `siem`; its consumer is made by hand in the tests, as the forwarder would.
+const SINK: &str = "[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"/tmp/unused\"\n";
+
+/// Acknowledges what waits in the sink's consumer, as a forwarder whose SIEM accepted it;
+/// returns how many messages that was.
+async fn deliver(consumer: &PullConsumer) -> usize {
+    use futures::StreamExt;
+    let mut batch = consumer.fetch().max_messages(100).messages().await.unwrap();
+    let mut n = 0;
+    while let Some(Ok(m)) = batch.next().await {
+        m.double_ack().await.unwrap();
+        n += 1;
+    }
+    n
 }
 
 fn notifications(hook: &Shared, kind: &str) -> Vec<String> {
@@ -331,27 +361,11 @@ async fn steady_alarms_are_not_rewritten_every_round() {
     let world = World::start().await;
     let hook = Shared::default();
     let url = webhook(hook.clone()).await;
-    let config = world.config(
-        &url,
-        "[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"/tmp/unused\"\n",
-    );
+    let config = world.config(&url, SINK);
     // A sink that has delivered everything: no backlog.
-    let consumer = oprelay_bus::ensure_pull_consumer(
-        world.bus.jetstream(),
-        names::STREAM_EVENTS,
-        "sink-siem",
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let consumer = world.sink_consumer().await;
     world.event(Feed::ItemUsages, 1).await;
-    {
-        use futures::StreamExt;
-        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-        let m = batch.next().await.unwrap().unwrap();
-        m.double_ack().await.unwrap();
-    }
+    assert_eq!(deliver(&consumer).await, 1);
     let (stop, task) = world.healthwatch(config, "hw-1");
     let sink = "sink_stalled.pipeline.sink-siem";
     world
@@ -558,20 +572,9 @@ async fn a_stuck_sink_is_stalled_and_resolves_when_it_delivers() {
     let world = World::start().await;
     let hook = Shared::default();
     let url = webhook(hook.clone()).await;
-    let config = world.config(
-        &url,
-        "[[sinks]]\nname = \"siem\"\ntype = \"file\"\npath = \"/tmp/unused\"\n",
-    );
+    let config = world.config(&url, SINK);
     // The sink's consumer exists and has a backlog nobody delivers (its SIEM is down).
-    let consumer = oprelay_bus::ensure_pull_consumer(
-        world.bus.jetstream(),
-        names::STREAM_EVENTS,
-        "sink-siem",
-        None,
-        Duration::from_secs(30),
-    )
-    .await
-    .unwrap();
+    let consumer = world.sink_consumer().await;
     for n in 0..3 {
         world.event(Feed::ItemUsages, n).await;
     }
@@ -589,11 +592,7 @@ async fn a_stuck_sink_is_stalled_and_resolves_when_it_delivers() {
         })
         .await;
     // The SIEM is back: the forwarder delivers and acks the backlog.
-    use futures::StreamExt;
-    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
-    while let Some(Ok(m)) = batch.next().await {
-        m.double_ack().await.unwrap();
-    }
+    assert_eq!(deliver(&consumer).await, 3);
     world
         .drive("resolved", || async {
             notifications(&hook, "sink_stalled") == ["ALARM", "RESOLVED"]
