@@ -9,7 +9,7 @@ pub mod sinks;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -29,6 +29,8 @@ pub const SERVICE: &str = "forwarder";
 
 /// Messages (pages) per pull; the delivery splits them into requests of `max_events`.
 const PULL_MESSAGES: usize = 16;
+/// How long after a pull's `expires` we still wait for its messages (see `worker`).
+const PULL_GRACE: Duration = Duration::from_millis(100);
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
 
@@ -172,19 +174,26 @@ async fn worker(
             }
         };
         let mut batch = Batch::default();
+        // The server should end a pull that got fewer than PULL_MESSAGES with a timeout
+        // status at `expires`. On a saturated machine some pulls ended only at async-nats's own
+        // fallback (`expires` + 5 s) instead, and meanwhile the messages already pulled sat
+        // unacknowledged, long enough for a 5 s ack wait to redeliver them. So stop at our own
+        // deadline and take what has arrived.
+        let deadline = tokio::time::Instant::now() + expires + PULL_GRACE;
         loop {
             let next = tokio::select! {
                 // Pulled but unacknowledged messages are redelivered after the ack wait.
                 _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(deadline) => {
+                    while let Some(Some(Ok(m))) = pulled.next().now_or_never() {
+                        take(&mut batch, m, &ctx, &config);
+                    }
+                    break;
+                }
                 m = pulled.next() => m,
             };
             match next {
-                Some(Ok(m)) => {
-                    if m.info().is_ok_and(|i| i.delivered > 1) {
-                        ctx.metrics.redelivered.get_or_create(&ctx.labels).inc();
-                    }
-                    add(&mut batch, m, &config)
-                }
+                Some(Ok(m)) => take(&mut batch, m, &ctx, &config),
                 Some(Err(e)) => tracing::debug!(sink = %config.name, error = %e, "pull ended"),
                 None => break,
             }
@@ -206,6 +215,14 @@ async fn worker(
     while deliveries.join_next().await.is_some() {}
     ctx.sink.close().await;
     Ok(())
+}
+
+/// Adds a pulled message to the batch, counting it when JetStream delivers it again.
+fn take(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkConfig) {
+    if msg.info().is_ok_and(|i| i.delivered > 1) {
+        ctx.metrics.redelivered.get_or_create(&ctx.labels).inc();
+    }
+    add(batch, msg, config);
 }
 
 /// Adds a bus message's records to a batch, rendered in the sink's format.
