@@ -29,8 +29,10 @@ pub const SERVICE: &str = "forwarder";
 
 /// Messages (pages) per pull; the delivery splits them into requests of `max_events`.
 const PULL_MESSAGES: usize = 16;
-/// How long after a pull's `expires` we still wait for its messages (see `worker`).
-const PULL_GRACE: Duration = Duration::from_millis(100);
+/// How long after a pull's `expires` we still wait for its messages (see `worker`). Long
+/// enough for messages the server sent just before `expires` to arrive on a busy machine (one
+/// cut off is redelivered only after the ack wait), short against async-nats's 5 s fallback.
+const PULL_GRACE: Duration = Duration::from_millis(500);
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
 
