@@ -31,4 +31,4 @@ pub use record::{
 pub use secret::Secret;
 pub use status::{Alarm, AlarmKind, AlarmState, CursorState, FeedStatus, Lease};
 pub use timestamp::{format_panther, format_rfc3339_nanos, Timestamp, TimestampError};
-pub use uuid_text::hyphenated as uuid_text;
+pub use uuid_text::uuid_text;

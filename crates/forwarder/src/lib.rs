@@ -188,14 +188,14 @@ async fn worker(
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => {
                     while let Some(Some(Ok(m))) = pulled.next().now_or_never() {
-                        take(&mut batch, m, &ctx, &config);
+                        add(&mut batch, m, &ctx, &config);
                     }
                     break;
                 }
                 m = pulled.next() => m,
             };
             match next {
-                Some(Ok(m)) => take(&mut batch, m, &ctx, &config),
+                Some(Ok(m)) => add(&mut batch, m, &ctx, &config),
                 Some(Err(e)) => tracing::debug!(sink = %config.name, error = %e, "pull ended"),
                 None => break,
             }
@@ -219,16 +219,12 @@ async fn worker(
     Ok(())
 }
 
-/// Adds a pulled message to the batch, counting it when JetStream delivers it again.
-fn take(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkConfig) {
+/// Adds a bus message's records to a batch, rendered in the sink's format, and counts the
+/// message when JetStream delivers it again.
+fn add(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkConfig) {
     if msg.info().is_ok_and(|i| i.delivered > 1) {
         ctx.metrics.redelivered.get_or_create(&ctx.labels).inc();
     }
-    add(batch, msg, config);
-}
-
-/// Adds a bus message's records to a batch, rendered in the sink's format.
-fn add(batch: &mut Batch, msg: jetstream::Message, config: &SinkConfig) {
     let parsed = names::parse_feed_subject(&msg.subject, "events");
     let Some((account, feed)) = parsed.map(|(a, f)| (a.to_owned(), f)) else {
         tracing::error!(subject = %msg.subject, "event batch on an unexpected subject; skipped");

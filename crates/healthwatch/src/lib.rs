@@ -535,10 +535,7 @@ async fn notify_loop(
     if notifiers.is_empty() {
         return;
     }
-    let mut retry = Retry {
-        failures: vec![0; notifiers.len()],
-        next_try: vec![OffsetDateTime::UNIX_EPOCH; notifiers.len()],
-    };
+    let mut backoff = vec![Backoff::default(); notifiers.len()];
     let tick = Duration::from_secs(1).min(ctx.config.healthwatch.interval.0);
     loop {
         tokio::select! {
@@ -560,7 +557,8 @@ async fn notify_loop(
             // A lost compare-and-set means the evaluator wrote the record meanwhile: read it
             // again at once rather than a tick later, a few times.
             for _ in 0..3 {
-                if notify_record(&ctx, &notifiers, &me, &key, &mut retry).await != Pass::Conflict {
+                if notify_record(&ctx, &notifiers, &me, &key, &mut backoff).await != Pass::Conflict
+                {
                     break;
                 }
             }
@@ -568,10 +566,30 @@ async fn notify_loop(
     }
 }
 
-/// When each notifier may try again after failures: exponential, up to five minutes.
-struct Retry {
-    failures: Vec<u32>,
-    next_try: Vec<OffsetDateTime>,
+/// One notifier's failures in a row, and when it may try again.
+#[derive(Clone, Copy)]
+struct Backoff {
+    failures: u32,
+    next_try: OffsetDateTime,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            failures: 0,
+            next_try: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+}
+
+impl Backoff {
+    /// Records a failure at `now`; the wait doubles from 2 s up to 256 s.
+    fn failed(&mut self, now: OffsetDateTime) -> Duration {
+        self.failures += 1;
+        let wait = Duration::from_secs(2u64.pow(self.failures.min(8)));
+        self.next_try = now + wait;
+        wait
+    }
 }
 
 #[derive(PartialEq)]
@@ -587,7 +605,7 @@ async fn notify_record(
     notifiers: &[Notifier],
     me: &str,
     key: &str,
-    retry: &mut Retry,
+    backoff: &mut [Backoff],
 ) -> Pass {
     let Ok(Some(v)) = ctx.health.get::<AlarmRecord>(key).await else {
         return Pass::Done;
@@ -598,7 +616,7 @@ async fn notify_record(
             continue;
         };
         let now = ctx.clock.now();
-        if now < retry.next_try[i] {
+        if now < backoff[i].next_try {
             continue;
         }
         // Claim the delivery first (compare-and-set), so a second replica that also believes
@@ -629,7 +647,7 @@ async fn notify_record(
         }
         match n.send(&record, what, now).await {
             Ok(()) => {
-                retry.failures[i] = 0;
+                backoff[i].failures = 0;
                 tracing::info!(notifier = %n.name, alarm = %record.alarm.id, state = ?what, "notification delivered");
                 match mark_notified(&ctx.health, key, &n.name, &record.alarm.id, what).await {
                     Some((r, rev)) => (record, revision) = (r, rev),
@@ -637,10 +655,7 @@ async fn notify_record(
                 }
             }
             Err(e) => {
-                retry.failures[i] += 1;
-                let wait = Duration::from_secs(2u64.saturating_pow(retry.failures[i].min(8)))
-                    .min(Duration::from_secs(300));
-                retry.next_try[i] = now + wait;
+                let wait = backoff[i].failed(now);
                 tracing::warn!(error = %e, retry_in = ?wait, "notification failed; will retry");
             }
         }
