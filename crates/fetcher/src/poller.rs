@@ -2,8 +2,9 @@
 //!
 //! Order per page: request → publish the page to `OP_RAW` and wait for the JetStream ack →
 //! write the cursor with compare-and-set. A crash anywhere replays at most the request whose
-//! cursor was not written, and the replayed page carries the same dedup id (derived from the
-//! request), so JetStream drops it. The cursor write is compare-and-set on the revision read,
+//! cursor was not written; a replayed page with the same answer carries the same dedup id
+//! (derived from the request and the answer), so JetStream drops it, and one whose answer grew
+//! is published whole (its first events twice, which idempotent sinks absorb). The cursor write is compare-and-set on the revision read,
 //! so two replicas that both believe they own the feed cannot fork or rewind it.
 
 use std::sync::Arc;
@@ -64,12 +65,27 @@ enum Stop {
     LeaseLost,
 }
 
-/// The dedup id of a page: the request that produced it. Re-sending the request after a crash
-/// yields the same id, whatever the response.
-pub fn page_msg_id(account: &AccountName, feed: Feed, request: &CursorRequest) -> String {
-    let body = serde_json::to_vec(request).unwrap_or_default();
-    let digest = Sha256::digest(&body);
-    format!("raw:{account}:{feed}:{}", hex::encode(&digest[..16]))
+/// The dedup ids of a page's bus parts. A page is identified by the request *and* the answer:
+/// re-sending a request after a crash yields the same id when the answer is the same (JetStream
+/// drops the replay), but a different one when the feed's tail grew in between, so the longer
+/// page is published rather than dropped as a duplicate of the shorter. A page that fits one
+/// bus message has the id alone; a bigger one `{id}:{part}`.
+pub fn page_msg_ids(
+    account: &AccountName,
+    feed: Feed,
+    request: &CursorRequest,
+    body: &[u8],
+    parts: usize,
+) -> Vec<String> {
+    let mut digest = Sha256::new();
+    digest.update(serde_json::to_vec(request).unwrap_or_default());
+    digest.update([0]);
+    digest.update(body);
+    let base = format!("raw:{account}:{feed}:{}", hex::encode(&digest.finalize()[..16]));
+    if parts == 1 {
+        return vec![base];
+    }
+    (0..parts).map(|i| format!("{base}:{i}")).collect()
 }
 
 impl Poller {
@@ -218,14 +234,14 @@ impl Poller {
                 // A page bigger than one bus message goes as consecutive parts; the cursor
                 // is written only after every part is acknowledged.
                 let parts = crate::api::split_page(&page.body, self.deps.bus.max_body());
-                let base_id = page_msg_id(&self.account.name, self.feed, &request);
-                let total = parts.len();
-                for (i, part) in parts.into_iter().enumerate() {
-                    let id = if total == 1 {
-                        base_id.clone()
-                    } else {
-                        format!("{base_id}:{i}")
-                    };
+                let ids = page_msg_ids(
+                    &self.account.name,
+                    self.feed,
+                    &request,
+                    &page.body,
+                    parts.len(),
+                );
+                for (part, id) in parts.into_iter().zip(ids) {
                     let msg =
                         Outgoing::new(names::raw_subject(&self.account.name, self.feed), id, part)
                             .header(header::ACCOUNT, &self.account.name)

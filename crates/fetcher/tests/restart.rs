@@ -9,7 +9,7 @@ use common::{Running, World};
 use oprelay_bus::{JsonKv, Outgoing};
 use oprelay_events::{names, AccountName, CursorRequest, CursorState, Feed};
 use oprelay_fetcher::api::EventsApi;
-use oprelay_fetcher::poller::page_msg_id;
+use oprelay_fetcher::poller::page_msg_ids;
 use oprelay_service::config::ApiVersion;
 use oprelay_service::Clock;
 use oprelay_testkit::eventually;
@@ -59,7 +59,7 @@ async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
         .bus
         .publish(Outgoing::new(
             names::raw_subject(&acme, Feed::ItemUsages),
-            page_msg_id(&acme, Feed::ItemUsages, &request),
+            page_msg_ids(&acme, Feed::ItemUsages, &request, &page.body, 1).remove(0),
             page.body,
         ))
         .await
@@ -185,4 +185,150 @@ async fn pages_bigger_than_a_bus_message_go_as_parts_exactly_once() {
         messages >= 30,
         "3 pages of ~700 KB in parts of at most 48 KB: {messages} messages"
     );
+}
+
+/// The tail of a feed grows between two sends of the same request. The first answer was
+/// published but its cursor never written (a crash between the JetStream ack and the cursor
+/// write); the fetcher then re-sends the request and gets a longer page. That page must reach
+/// `OP_RAW`: dropping it as a duplicate of the first would move the cursor past events that
+/// never reached the bus.
+async fn a_grown_tail_page_is_published(
+    world: World,
+    config: oprelay_service::Config,
+    backfill: u64,
+    parts_before: usize,
+    more: u64,
+) {
+    world.bus.provision(&config.topology()).await.unwrap();
+    let acme = AccountName::new("acme").unwrap();
+    let cursors = JsonKv::open(&world.bus, names::BUCKET_CURSORS)
+        .await
+        .unwrap();
+    let start = CursorState {
+        cursor: String::new(),
+        start_time: Some("2000-01-01T00:00:00Z".into()),
+        updated_at: time::OffsetDateTime::now_utc(),
+        pages: 0,
+        events: 0,
+    };
+    cursors
+        .compare_and_set(&names::feed_key(&acme, Feed::ItemUsages), &start, None)
+        .await
+        .unwrap();
+    let request = CursorRequest::Reset {
+        limit: Some(1_000),
+        start_time: start.start_time.clone(),
+        end_time: None,
+    };
+    let api = EventsApi::new(&world.sim.url(), ApiVersion::V2).unwrap();
+    let token = oprelay_events::Secret::new(world.token.clone());
+    let page = api.fetch(Feed::ItemUsages, &request, &token).await.unwrap();
+    // The backfill, plus the live event that arrives the instant opsim starts.
+    let first = page.count as u64;
+    assert_eq!(first, backfill + 1, "the first answer holds the backfill");
+    let grown = first + more;
+    // Publish it as the fetcher would have, part by part.
+    let parts = oprelay_fetcher::api::split_page(&page.body, world.bus.max_body());
+    assert_eq!(parts.len(), parts_before, "bus parts of the first answer");
+    let ids = page_msg_ids(&acme, Feed::ItemUsages, &request, &page.body, parts.len());
+    for (part, id) in parts.into_iter().zip(ids) {
+        let ack = world
+            .bus
+            .publish(Outgoing::new(
+                names::raw_subject(&acme, Feed::ItemUsages),
+                id,
+                part,
+            ))
+            .await
+            .unwrap();
+        assert!(!ack.duplicate);
+    }
+    // More events arrive at the tail before the request is sent again.
+    world
+        .sim
+        .sim
+        .clock()
+        .advance(time::Duration::seconds(more as i64));
+
+    let fetcher = Running::start(config, Clock::System);
+    let want = world.expected(Feed::ItemUsages, grown);
+    let cursors_for_wait = cursors.clone();
+    eventually(
+        Duration::from_secs(30),
+        "every event of the grown page in OP_RAW",
+        || async {
+            let have = world.raw_events().await;
+            let have = have.get(&Feed::ItemUsages).cloned().unwrap_or_default();
+            want.iter().all(|u| have.contains(u)).then_some(())
+        },
+    )
+    .await;
+    fetcher.stop().await;
+    let state = cursors_for_wait
+        .get::<CursorState>(&names::feed_key(&acme, Feed::ItemUsages))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.value.events, grown, "the cursor counts the grown page");
+}
+
+fn tail_sim(backfill: u64) -> SimConfig {
+    let start = time::OffsetDateTime::now_utc();
+    SimConfig {
+        backfill,
+        rate: 1.0,
+        clock: oprelay_testkit::opsim::SimClock::manual(start),
+        ..SimConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_page_that_grew_is_published_not_dropped_as_a_duplicate() {
+    let world = World::start(tail_sim(40)).await;
+    let config = world.config(
+        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
+    );
+    a_grown_tail_page_is_published(world, config, 40, 1, 40).await;
+}
+
+/// A server that takes at most 64 KiB per message, and a world on it.
+async fn small_message_world(backfill: u64) -> World {
+    let nats = oprelay_testkit::NatsServer::start_with_config("max_payload: 65536");
+    let mut world = World::start(tail_sim(backfill)).await;
+    world.nats = nats;
+    world.bus = oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+        url: world.nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    world
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_page_that_grew_within_two_bus_parts_is_published() {
+    // 71 item usages (~50 KB) and 111 (~78 KB) both take two 48 KiB parts: the grown page's
+    // second part differs from the first answer's under the same part number.
+    let world = small_message_world(70).await;
+    let config = world.config(
+        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
+    );
+    a_grown_tail_page_is_published(world, config, 70, 2, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tail_page_that_grew_from_one_bus_part_to_two_is_published() {
+    // 41 item usages (~30 KB) fit one 48 KiB part; 81 need two.
+    let world = small_message_world(40).await;
+    let config = world.config(
+        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
+    );
+    let page_bytes = serde_json::to_vec(&world.sim.sim.event(Feed::ItemUsages, 0))
+        .unwrap()
+        .len();
+    assert!(
+        page_bytes * 40 < 48 * 1024 && page_bytes * 80 > 48 * 1024,
+        "the sizes make one part grow into two ({page_bytes} bytes per event)"
+    );
+    a_grown_tail_page_is_published(world, config, 40, 1, 40).await;
 }
