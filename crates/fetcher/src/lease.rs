@@ -19,6 +19,20 @@ use oprelay_service::Clock;
 
 const REPLICA_PREFIX: &str = "_replicas.";
 
+/// The outcome of one lease round.
+#[derive(Debug, Default)]
+pub struct Round {
+    /// Feeds this replica holds and may poll.
+    pub held: BTreeSet<String>,
+    /// Until when every held lease is surely ours (the round's start plus the TTL): a poller
+    /// must not publish or write a cursor after it.
+    pub expires_at: Option<time::OffsetDateTime>,
+    /// Feeds over this replica's fair share. They are still held: the caller stops their
+    /// pollers, waits until they have stopped, and only then gives them back with
+    /// [`Leases::release`], so two replicas never poll one feed at the same time.
+    pub surplus: Vec<String>,
+}
+
 pub struct Leases {
     kv: JsonKv,
     me: String,
@@ -47,9 +61,9 @@ impl Leases {
         self.held.keys().cloned().collect()
     }
 
-    /// One round: heartbeat, then renew, claim or give back leases so this replica holds its
-    /// fair share of `wanted`. Returns the keys held afterwards.
-    pub async fn tick(&mut self, wanted: &[String]) -> Result<BTreeSet<String>, BusError> {
+    /// One round: heartbeat, then renew or claim leases so this replica holds its fair share of
+    /// `wanted`; what is over the share is named in [`Round::surplus`], not given back yet.
+    pub async fn tick(&mut self, wanted: &[String]) -> Result<Round, BusError> {
         let now = self.clock.now();
         let expires_at = now + self.ttl;
         self.kv
@@ -101,14 +115,19 @@ impl Leases {
                 self.held.remove(key);
             }
         }
-        // A new replica joined: give back what is over the fair share.
-        while self.held.len() > fair {
-            let Some((key, _)) = self.held.iter().next_back().map(|(k, r)| (k.clone(), *r)) else {
-                break;
-            };
-            self.release(&key).await?;
-        }
-        Ok(self.held())
+        // A new replica joined: what is over the fair share goes back once its poller stopped.
+        let surplus = self
+            .held
+            .keys()
+            .rev()
+            .take(self.held.len().saturating_sub(fair))
+            .cloned()
+            .collect();
+        Ok(Round {
+            held: self.held(),
+            expires_at: Some(expires_at),
+            surplus,
+        })
     }
 
     async fn live_replicas(&self, now: time::OffsetDateTime) -> Result<usize, BusError> {

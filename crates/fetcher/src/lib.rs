@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use oprelay_bus::{BusError, JsonKv};
 use oprelay_events::{names, Feed, FeedStatus};
@@ -31,7 +31,7 @@ use crate::backoff::BackoffPolicy;
 use crate::budget::Budget;
 use crate::lease::Leases;
 use crate::metrics::FetcherMetrics;
-use crate::poller::{Account, Deps, Poller};
+use crate::poller::{Account, Deps, LeaseView, Poller};
 
 pub const SERVICE: &str = "fetcher";
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -92,9 +92,11 @@ pub async fn run_with(
         backoff: options.backoff,
     };
 
+    let lease_store = JsonKv::open(&bus, names::BUCKET_LEASES).await?;
     let mut feeds: BTreeMap<String, (Arc<Account>, Feed)> = BTreeMap::new();
     for account_config in &config.accounts {
-        let (account, allowed) = match setup_account(account_config, &config, &deps).await {
+        let setup = setup_account(account_config, &config, &deps, &lease_store, &shutdown).await;
+        let (account, allowed) = match setup {
             Ok(v) => v,
             Err(problem) => {
                 // One broken account must not stop the others.
@@ -122,35 +124,49 @@ pub async fn run_with(
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("fetcher-{:08x}", rand::random::<u32>()));
     let ttl = config.fetcher.lease_ttl.0;
-    let mut leases = Leases::new(
-        JsonKv::open(&bus, names::BUCKET_LEASES).await?,
-        &replica_id,
-        ttl,
-        options.clock.clone(),
-    );
+    let mut leases = Leases::new(lease_store, &replica_id, ttl, options.clock.clone());
     tracing::info!(replica = %leases.replica_id(), feeds = feeds.len(), "fetcher running");
     let wanted: Vec<String> = feeds.keys().cloned().collect();
     let interval = options.lease_interval.unwrap_or(ttl / 3);
-    let mut pollers: BTreeMap<String, watch::Sender<bool>> = BTreeMap::new();
-    let mut tasks = JoinSet::new();
+    // A poller stops publishing this long before its lease expires, so a publish that is under
+    // way cannot outlive the lease.
+    let margin = ttl / 4;
+    let mut pollers = Pollers::default();
     let poll_shutdown = shutdown.child_token();
 
     loop {
         match leases.tick(&wanted).await {
-            Ok(held) => reconcile(
-                &held,
-                &mut pollers,
-                &mut tasks,
-                &feeds,
-                &deps,
-                &poll_shutdown,
-            ),
+            Ok(round) => {
+                // Hand a surplus feed over only once its poller has stopped.
+                for key in &round.surplus {
+                    pollers.stop(key).await;
+                    if let Err(e) = leases.release(key).await {
+                        tracing::warn!(feed = %key, error = %e, "could not give a lease back; it expires after the TTL");
+                    }
+                }
+                let held: BTreeSet<String> = round
+                    .held
+                    .into_iter()
+                    .filter(|k| !round.surplus.contains(k))
+                    .collect();
+                if let Some(until) = round.expires_at {
+                    pollers.reconcile(
+                        &held,
+                        until,
+                        &feeds,
+                        &deps,
+                        &options.clock,
+                        margin,
+                        &poll_shutdown,
+                    );
+                }
+            }
+            // The pollers stop by themselves when their leases near expiry without a renewal.
             Err(e) => {
-                tracing::warn!(error = %e, "lease round failed; keeping current feeds until the next round")
+                tracing::warn!(error = %e, "lease round failed; pollers stop when their leases near expiry")
             }
         }
         fetcher_metrics.leases_held.set(pollers.len() as i64);
-        while tasks.try_join_next().is_some() {}
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = options.clock.sleep(interval) => {}
@@ -160,7 +176,7 @@ pub async fn run_with(
     // Stop pollers first (in-flight requests are abandoned, no cursor is written for a page
     // that was not acknowledged), then hand the leases back so another replica resumes at once.
     poll_shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    pollers.stop_all().await;
     if let Err(e) = leases.release_all().await {
         tracing::warn!(error = %e, "could not release leases; they expire after the TTL");
     }
@@ -168,31 +184,78 @@ pub async fn run_with(
     Ok(())
 }
 
-/// Starts pollers for newly held feeds and stops those whose lease was lost.
-fn reconcile(
-    held: &BTreeSet<String>,
-    pollers: &mut BTreeMap<String, watch::Sender<bool>>,
-    tasks: &mut JoinSet<()>,
-    feeds: &BTreeMap<String, (Arc<Account>, Feed)>,
-    deps: &Deps,
-    shutdown: &CancellationToken,
-) {
-    pollers.retain(|key, tx| {
-        let keep = held.contains(key) && !tx.is_closed();
-        if !keep {
-            let _ = tx.send(false);
+/// One running poller: how to tell it its lease was renewed, how to stop it, its task.
+struct RunningPoller {
+    lease: watch::Sender<OffsetDateTime>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The pollers of the feeds this replica holds, by feed key.
+#[derive(Default)]
+struct Pollers(BTreeMap<String, RunningPoller>);
+
+impl Pollers {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Starts pollers for newly held feeds (and for held feeds whose poller ended), tells the
+    /// others their lease's new expiry, and stops those whose lease was lost.
+    #[allow(clippy::too_many_arguments)]
+    fn reconcile(
+        &mut self,
+        held: &BTreeSet<String>,
+        until: OffsetDateTime,
+        feeds: &BTreeMap<String, (Arc<Account>, Feed)>,
+        deps: &Deps,
+        clock: &Clock,
+        margin: Duration,
+        shutdown: &CancellationToken,
+    ) {
+        self.0.retain(|key, p| {
+            let keep = held.contains(key) && !p.task.is_finished();
+            if keep {
+                let _ = p.lease.send(until);
+            } else {
+                p.stop.cancel();
+            }
+            keep
+        });
+        for key in held {
+            if self.0.contains_key(key) {
+                continue;
+            }
+            if let Some((account, feed)) = feeds.get(key) {
+                let (tx, rx) = watch::channel(until);
+                let stop = shutdown.child_token();
+                let poller = Poller::new(account.clone(), *feed, deps.clone());
+                let lease = LeaseView::new(rx, clock.clone(), margin);
+                let task = tokio::spawn(poller.run(lease, stop.clone()));
+                self.0.insert(
+                    key.clone(),
+                    RunningPoller {
+                        lease: tx,
+                        stop,
+                        task,
+                    },
+                );
+            }
         }
-        keep
-    });
-    for key in held {
-        if pollers.contains_key(key) {
-            continue;
+    }
+
+    /// Stops one poller and waits until it has.
+    async fn stop(&mut self, key: &str) {
+        if let Some(p) = self.0.remove(key) {
+            p.stop.cancel();
+            let _ = p.task.await;
         }
-        if let Some((account, feed)) = feeds.get(key) {
-            let (tx, rx) = watch::channel(true);
-            let poller = Poller::new(account.clone(), *feed, deps.clone());
-            tasks.spawn(poller.run(rx, shutdown.clone()));
-            pollers.insert(key.clone(), tx);
+    }
+
+    async fn stop_all(&mut self) {
+        let keys: Vec<String> = self.0.keys().cloned().collect();
+        for key in keys {
+            self.stop(&key).await;
         }
     }
 }
@@ -202,6 +265,8 @@ async fn setup_account(
     config: &AccountConfig,
     all: &Config,
     deps: &Deps,
+    lease_store: &JsonKv,
+    shutdown: &CancellationToken,
 ) -> Result<(Arc<Account>, Vec<Feed>), String> {
     let source = config.token();
     let token = source
@@ -214,6 +279,17 @@ async fn setup_account(
         .or(claims.base_url.clone())
         .ok_or("the token names no Events API host (legacy token?); set base_url, e.g. https://events.1password.com")?;
     let api = EventsApi::new(&base_url, config.api_version).map_err(|e| e.to_string())?;
+    let budget = Budget::new(
+        &config.name,
+        all.fetcher.requests_per_minute,
+        all.fetcher.requests_per_hour,
+        lease_store.clone(),
+        deps.clock.clone(),
+    );
+    // Introspection counts against the token's rate limit like any other request.
+    if !budget.acquire(shutdown).await {
+        return Err("shutting down".into());
+    }
     let features = match api.introspect(&token).await {
         Ok(i) => {
             tracing::info!(account = %config.name, features = ?i.features, "token confirmed by introspection");
@@ -261,11 +337,7 @@ async fn setup_account(
         config: config.clone(),
         api,
         token: source,
-        budget: Budget::new(
-            all.fetcher.requests_per_minute,
-            all.fetcher.requests_per_hour,
-            deps.clock.clone(),
-        ),
+        budget,
         token_expires_at: claims.expires_at,
     });
     Ok((account, allowed))

@@ -59,6 +59,31 @@ pub struct Poller {
     status: FeedStatus,
 }
 
+/// What a poller knows of its lease: until when it is surely held. The fetcher's lease rounds
+/// push each renewal's expiry. A poller that finds its lease near expiry stops before it
+/// publishes or writes a cursor, so a replica that was frozen (or lost the bus) past its TTL
+/// cannot act for a feed another replica has taken over.
+pub struct LeaseView {
+    until: watch::Receiver<OffsetDateTime>,
+    clock: Clock,
+    margin: Duration,
+}
+
+impl LeaseView {
+    pub fn new(until: watch::Receiver<OffsetDateTime>, clock: Clock, margin: Duration) -> Self {
+        LeaseView {
+            until,
+            clock,
+            margin,
+        }
+    }
+
+    /// Whether the lease is held with at least the margin to spare.
+    pub fn valid(&self) -> bool {
+        self.clock.now() + self.margin < *self.until.borrow()
+    }
+}
+
 /// Why a drain ended early.
 enum Stop {
     Shutdown,
@@ -109,8 +134,8 @@ impl Poller {
         }
     }
 
-    /// Polls until shutdown or until the lease is lost (`held` turns false).
-    pub async fn run(mut self, mut held: watch::Receiver<bool>, shutdown: CancellationToken) {
+    /// Polls until `stop` fires or the lease nears its expiry.
+    pub async fn run(mut self, lease: LeaseView, shutdown: CancellationToken) {
         let span = tracing::info_span!("feed", account = %self.account.name, feed = %self.feed);
         async move {
             // Keep what earlier runs recorded (last event, expiry) rather than blanking it.
@@ -126,14 +151,18 @@ impl Poller {
             }
             tracing::info!("polling");
             loop {
-                match self.cycle(&mut held, &shutdown).await {
+                match self.cycle(&lease, &shutdown).await {
                     Ok(()) => {}
-                    Err(Stop::Shutdown) | Err(Stop::LeaseLost) => break,
+                    Err(Stop::Shutdown) => break,
+                    Err(Stop::LeaseLost) => {
+                        tracing::info!("lease not renewed in time; stopping before acting on it");
+                        break;
+                    }
                 }
                 let interval = self.account.config.poll_interval.0;
                 let jitter = rand::rng().random_range(0.9..1.1);
                 let wait = interval.mul_f64(jitter);
-                if self.wait(wait, &mut held, &shutdown).await.is_err() {
+                if self.wait(wait, &lease, &shutdown).await.is_err() {
                     break;
                 }
             }
@@ -143,41 +172,37 @@ impl Poller {
         .await
     }
 
-    /// Sleeps on the clock unless shutdown or lease loss comes first.
+    /// Sleeps on the clock unless shutdown comes first. A lease that expires meanwhile is
+    /// noticed before the next request.
     async fn wait(
         &self,
         d: Duration,
-        held: &mut watch::Receiver<bool>,
+        lease: &LeaseView,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
-        if !*held.borrow() {
+        if !lease.valid() {
             return Err(Stop::LeaseLost);
         }
         tokio::select! {
             _ = shutdown.cancelled() => Err(Stop::Shutdown),
-            _ = held.wait_for(|h| !*h) => Err(Stop::LeaseLost),
             _ = self.deps.clock.sleep(d) => Ok(()),
         }
     }
 
     /// One poll: read the cursor, then drain while `has_more`.
-    async fn cycle(
-        &mut self,
-        held: &mut watch::Receiver<bool>,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Stop> {
+    async fn cycle(&mut self, lease: &LeaseView, shutdown: &CancellationToken) -> Result<(), Stop> {
         loop {
-            match self.drain(held, shutdown).await {
+            match self.drain(lease, shutdown).await {
                 Ok(()) => return Ok(()),
                 Err(DrainError::Stop(s)) => return Err(s),
-                Err(DrainError::Retry(wait)) => self.wait(wait, held, shutdown).await?,
+                Err(DrainError::Retry(wait)) => self.wait(wait, lease, shutdown).await?,
             }
         }
     }
 
     async fn drain(
         &mut self,
-        held: &mut watch::Receiver<bool>,
+        lease: &LeaseView,
         shutdown: &CancellationToken,
     ) -> Result<(), DrainError> {
         let (mut request, mut revision, mut state) = self.load_cursor().await?;
@@ -185,7 +210,7 @@ impl Poller {
             if shutdown.is_cancelled() {
                 return Err(DrainError::Stop(Stop::Shutdown));
             }
-            if !*held.borrow() {
+            if !lease.valid() {
                 return Err(DrainError::Stop(Stop::LeaseLost));
             }
             let token = match self.account.token.read() {
@@ -200,7 +225,9 @@ impl Poller {
                         .await)
                 }
             };
-            self.account.budget.acquire().await;
+            if !self.account.budget.acquire(shutdown).await {
+                return Err(DrainError::Stop(Stop::Shutdown));
+            }
             // One trace per page: a root span here, carried on the bus in `traceparent` through
             // the normalizer to each sink's delivery.
             let page_span = tracing::info_span!(
@@ -228,9 +255,6 @@ impl Poller {
             let fetched_at = self.deps.clock.now();
             page_span.record("events", page.count);
             if page.count > 0 {
-                if !*held.borrow() {
-                    return Err(DrainError::Stop(Stop::LeaseLost));
-                }
                 // A page bigger than one bus message goes as consecutive parts; the cursor
                 // is written only after every part is acknowledged.
                 let parts = crate::api::split_page(&page.body, self.deps.bus.max_body());
@@ -242,6 +266,9 @@ impl Poller {
                     parts.len(),
                 );
                 for (part, id) in parts.into_iter().zip(ids) {
+                    if !lease.valid() {
+                        return Err(DrainError::Stop(Stop::LeaseLost));
+                    }
                     let msg =
                         Outgoing::new(names::raw_subject(&self.account.name, self.feed), id, part)
                             .header(header::ACCOUNT, &self.account.name)
@@ -287,8 +314,13 @@ impl Poller {
                         .set(lag);
                 }
             }
-            // The page is acknowledged (or empty): now, and only now, advance the cursor.
+            // The page is acknowledged (or empty): now, and only now, advance the cursor — if
+            // the lease still holds. (Should the lease lapse right after this check, the
+            // compare-and-set still refuses a cursor another replica has moved.)
             let moved = state.cursor != page.cursor;
+            if moved && !lease.valid() {
+                return Err(DrainError::Stop(Stop::LeaseLost));
+            }
             if moved {
                 let next = CursorState {
                     cursor: page.cursor.clone(),

@@ -152,3 +152,82 @@ async fn a_healthy_run_logs_no_token_either() {
         .assert_exactly_once(&oprelay_events::Feed::ALL, 2_000)
         .await;
 }
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Two fetcher processes on one feed; the one polling it is frozen (SIGSTOP) past its lease
+/// TTL, the other takes the feed over, then the frozen one wakes (SIGCONT) with a request or a
+/// publish half done. Nothing is lost and every event is in `OP_RAW` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_lease_neither_loses_nor_duplicates() {
+    const TOTAL: usize = 3_000;
+    let world = World::start(SimConfig {
+        backfill: TOTAL as u64,
+        ..SimConfig::default()
+    })
+    .await;
+    let config_for = |replica: &str| {
+        let path = world.dir.path().join(format!("{replica}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+                 [fetcher]\nreplica_id = \"{replica}\"\nlease_ttl = \"3s\"\nrequests_per_minute = 240\n\
+                 [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
+                 start_time = \"2000-01-01T00:00:00Z\"\npage_size = 50\nfeeds = [\"item_usages\"]\n",
+                world.nats.url(),
+                world.sim.url(),
+                world.token_path().display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(binary("oprelay-fetcher"));
+        cmd.arg("--config").arg(&path);
+        cmd
+    };
+    let (mut a, a_logs) = spawn_capturing(config_for("a"));
+    eventually(Duration::from_secs(30), "a's first pages", || async {
+        (world.raw_count().await >= 300).then_some(())
+    })
+    .await;
+    let (mut b, b_logs) = spawn_capturing(config_for("b"));
+    signal(&a, "-STOP");
+    let frozen_at = world.raw_count().await;
+    let leases = oprelay_bus::JsonKv::open(&world.bus, oprelay_events::names::BUCKET_LEASES)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "b polling the feed", || async {
+        let owner = leases
+            .get::<oprelay_events::Lease>("acme.item_usages")
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.value.owner);
+        let progressed = world.raw_count().await >= frozen_at + 300;
+        (owner.as_deref() == Some("b") && progressed).then_some(())
+    })
+    .await;
+    signal(&a, "-CONT");
+    eventually(Duration::from_secs(60), "the whole backfill", || async {
+        (world.raw_count().await >= TOTAL).then_some(())
+    })
+    .await;
+    assert!(terminate(&mut a).await.success());
+    assert!(terminate(&mut b).await.success());
+    let (a_logs, b_logs) = (a_logs.join().unwrap(), b_logs.join().unwrap());
+    world
+        .assert_exactly_once(&[oprelay_events::Feed::ItemUsages], TOTAL as u64)
+        .await;
+    assert!(
+        a_logs.contains("stopping before acting on it"),
+        "a noticed its lease lapsed:\n{a_logs}"
+    );
+    assert!(b_logs.contains("lease claimed"), "b took the feed over");
+}

@@ -145,3 +145,71 @@ page_size = 250
         assert_eq!(sorted, twice, "{feed}: no loss, no duplicate");
     }
 }
+
+/// Three replicas polling one account's three feeds share its request budget: together they
+/// stay within what one replica may send, so the API never answers 429 for the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_accounts_request_budget() {
+    const BUDGET: usize = 30;
+    let world = World::start(SimConfig {
+        // 40 pages of 100 per feed: far more than one minute's budget.
+        backfill: 4_000,
+        rate_limits: Some(oprelay_testkit::opsim::RateLimits {
+            per_minute: BUDGET,
+            per_hour: 30_000,
+            retry_after_header: false,
+        }),
+        ..SimConfig::default()
+    })
+    .await;
+    let replica = |id: &str| {
+        world.config(&format!(
+            "page_size = 100\n[fetcher]\nreplica_id = \"{id}\"\nrequests_per_minute = {BUDGET}"
+        ))
+    };
+    let options = || Options {
+        clock: Clock::System,
+        backoff: fast_backoff(),
+        lease_interval: Some(Duration::from_millis(200)),
+    };
+    let replicas: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| Running::start_with(replica(id), options()))
+        .collect();
+    // Wait until the shared budget is spent. (A request it counted may not have been sent: a
+    // poller stopped at a lease hand-over right after taking its turn.)
+    let leases = eventually(Duration::from_secs(20), "the lease bucket", || async {
+        JsonKv::open(&world.bus, names::BUCKET_LEASES).await.ok()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "a minute's budget of requests",
+        || async {
+            let window = leases.get::<serde_json::Value>("_budget.acme").await.ok()??;
+            let spent: u64 = window.value["seconds"]
+                .as_array()?
+                .iter()
+                .filter_map(|b| b[1].as_u64())
+                .sum();
+            (spent >= BUDGET as u64).then_some(())
+        },
+    )
+    .await;
+    // The budget is spent; for a while nothing more may be sent. (Without a shared budget each
+    // replica sends its own 30 within a second or two.)
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = world.sim.sim.requests();
+    // Every request counts against the token's limit, introspection included.
+    let refused = requests.iter().filter(|r| r.status == 429).count();
+    assert_eq!(refused, 0, "opsim refused {refused} requests for the budget");
+    assert!(
+        requests.len() <= BUDGET,
+        "{} requests within the first minute, budget {BUDGET}",
+        requests.len()
+    );
+    // SIGTERM while every replica waits for the budget: the wait is abandoned at once.
+    for r in replicas {
+        r.stop().await;
+    }
+}
