@@ -124,29 +124,47 @@ impl FetchedPage {
     }
 }
 
+/// A page cut into bus messages.
+#[derive(Debug, Default)]
+pub struct Split {
+    /// Pages of the same envelope (`cursor`, `has_more`) holding consecutive items.
+    pub parts: Vec<Bytes>,
+    /// Items too big for any message, with their index in the page; the caller dead-letters
+    /// them so the feed moves on instead of retrying a publish that can never succeed.
+    pub oversized: Vec<(usize, Bytes)>,
+}
+
 /// Splits a page too big for one bus message into pages of the same envelope (`cursor`,
 /// `has_more`) holding consecutive items, each item's bytes untouched. A page that fits is
 /// returned as it is: body exactly as received.
-pub fn split_page(body: &Bytes, limit: usize) -> Vec<Bytes> {
+pub fn split_page(body: &Bytes, limit: usize) -> Split {
+    let whole = || Split {
+        parts: vec![body.clone()],
+        oversized: Vec::new(),
+    };
     if body.len() <= limit {
-        return vec![body.clone()];
+        return whole();
     }
     let Ok(page) = serde_json::from_slice::<Page<&RawValue>>(body) else {
-        return vec![body.clone()];
+        return whole();
     };
     let head = format!(
         "{{\"cursor\":{},\"has_more\":{},\"items\":[",
         serde_json::to_string(&page.cursor).unwrap_or_default(),
         page.has_more
     );
-    let mut parts = Vec::new();
+    let mut split = Split::default();
     let mut cur = head.clone().into_bytes();
     let mut n = 0;
-    for item in page.items {
+    for (index, item) in page.items.into_iter().enumerate() {
         let raw = item.get().as_bytes();
+        if head.len() + raw.len() + 2 > limit {
+            split.oversized.push((index, Bytes::copy_from_slice(raw)));
+            continue;
+        }
         if n > 0 && cur.len() + raw.len() + 3 > limit {
             cur.extend_from_slice(b"]}");
-            parts.push(Bytes::from(std::mem::replace(
+            split.parts.push(Bytes::from(std::mem::replace(
                 &mut cur,
                 head.clone().into_bytes(),
             )));
@@ -158,9 +176,12 @@ pub fn split_page(body: &Bytes, limit: usize) -> Vec<Bytes> {
         cur.extend_from_slice(raw);
         n += 1;
     }
+    // Even a page of nothing but oversized items keeps one part: its cursor must be published.
     cur.extend_from_slice(b"]}");
-    parts.push(Bytes::from(cur));
-    parts
+    if n > 0 || split.parts.is_empty() {
+        split.parts.push(Bytes::from(cur));
+    }
+    split
 }
 
 /// One account's view of the Events API.
@@ -366,11 +387,13 @@ mod tests {
             items.join(",")
         ));
         assert_eq!(
-            split_page(&body, body.len()),
+            split_page(&body, body.len()).parts,
             vec![body.clone()],
             "a page that fits is untouched"
         );
-        let parts = split_page(&body, 1_000);
+        let split = split_page(&body, 1_000);
+        assert!(split.oversized.is_empty());
+        let parts = split.parts;
         assert!(parts.len() > 5);
         let mut seen = Vec::new();
         for p in &parts {
@@ -382,6 +405,33 @@ mod tests {
             seen.extend(v.items.iter().map(|r| r.get().to_owned()));
         }
         assert_eq!(seen, items, "every item once, in order, byte for byte");
+    }
+
+    #[test]
+    fn an_item_too_big_for_any_message_is_handed_back_and_the_rest_goes_on() {
+        let body = Bytes::from(format!(
+            r#"{{"cursor":"c","has_more":false,"items":[{{"uuid":"A"}},{{"uuid":"B","pad":"{}"}},{{"uuid":"C"}}]}}"#,
+            "x".repeat(2_000)
+        ));
+        let split = split_page(&body, 1_000);
+        assert_eq!(split.oversized.len(), 1);
+        assert_eq!(split.oversized[0].0, 1);
+        assert!(split.oversized[0].1.starts_with(br#"{"uuid":"B""#));
+        assert_eq!(split.parts.len(), 1);
+        let page = FetchedPage::parse(split.parts[0].clone()).unwrap();
+        assert_eq!((page.count, page.cursor.as_str()), (2, "c"));
+        let only_big = Bytes::from(format!(
+            r#"{{"cursor":"d","has_more":false,"items":[{{"uuid":"B","pad":"{}"}}]}}"#,
+            "x".repeat(2_000)
+        ));
+        let split = split_page(&only_big, 1_000);
+        assert_eq!(split.oversized.len(), 1);
+        let page = FetchedPage::parse(split.parts[0].clone()).unwrap();
+        assert_eq!(
+            (page.count, page.cursor.as_str()),
+            (0, "d"),
+            "the cursor still goes"
+        );
     }
 
     #[test]

@@ -205,7 +205,10 @@ mod tests {
             w.take(at(i * 70), SMALL).unwrap();
         }
         let wait = w.take(at(5 * 70), SMALL).unwrap_err();
-        assert!(wait > Duration::from_secs(3000), "waits for the hour: {wait:?}");
+        assert!(
+            wait > Duration::from_secs(3000),
+            "waits for the hour: {wait:?}"
+        );
     }
 
     #[test]
@@ -217,6 +220,9 @@ mod tests {
         assert_eq!(back, w);
         let mut back = back;
         back.take(at(1), SMALL).unwrap();
-        assert!(back.take(at(2), SMALL).is_err(), "three in the minute already");
+        assert!(
+            back.take(at(2), SMALL).is_err(),
+            "three in the minute already"
+        );
     }
 }

@@ -106,7 +106,10 @@ pub fn page_msg_ids(
     digest.update(serde_json::to_vec(request).unwrap_or_default());
     digest.update([0]);
     digest.update(body);
-    let base = format!("raw:{account}:{feed}:{}", hex::encode(&digest.finalize()[..16]));
+    let base = format!(
+        "raw:{account}:{feed}:{}",
+        hex::encode(&digest.finalize()[..16])
+    );
     if parts == 1 {
         return vec![base];
     }
@@ -257,26 +260,37 @@ impl Poller {
             if page.count > 0 {
                 // A page bigger than one bus message goes as consecutive parts; the cursor
                 // is written only after every part is acknowledged.
-                let parts = crate::api::split_page(&page.body, self.deps.bus.max_body());
+                let split = crate::api::split_page(&page.body, self.deps.bus.max_body());
                 let ids = page_msg_ids(
                     &self.account.name,
                     self.feed,
                     &request,
                     &page.body,
-                    parts.len(),
+                    split.parts.len(),
                 );
-                for (part, id) in parts.into_iter().zip(ids) {
+                let dead_letters = split
+                    .oversized
+                    .iter()
+                    .map(|(index, item)| self.oversized_dead_letter(&ids[0], *index, item));
+                let raw_parts = split.parts.into_iter().zip(ids.iter()).map(|(part, id)| {
+                    Outgoing::new(
+                        names::raw_subject(&self.account.name, self.feed),
+                        id.clone(),
+                        part,
+                    )
+                    .header(header::ACCOUNT, &self.account.name)
+                    .header(header::FEED, self.feed)
+                    .header(
+                        header::FETCHED_AT,
+                        fetched_at.format(&Rfc3339).unwrap_or_default(),
+                    )
+                });
+                let messages: Vec<Outgoing> = dead_letters.chain(raw_parts).collect();
+                for msg in messages {
                     if !lease.valid() {
                         return Err(DrainError::Stop(Stop::LeaseLost));
                     }
-                    let msg =
-                        Outgoing::new(names::raw_subject(&self.account.name, self.feed), id, part)
-                            .header(header::ACCOUNT, &self.account.name)
-                            .header(header::FEED, self.feed)
-                            .header(
-                                header::FETCHED_AT,
-                                fetched_at.format(&Rfc3339).unwrap_or_default(),
-                            );
+                    let to_raw = msg.subject.starts_with("op.raw.");
                     let published = tokio::select! {
                         _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
                         r = self.deps.bus.publish(msg).instrument(page_span.clone()) => r,
@@ -285,9 +299,10 @@ impl Poller {
                         Ok(ack) if ack.duplicate => {
                             tracing::info!(seq = ack.sequence, "page was already published (replay after a restart); not duplicated");
                         }
-                        Ok(_) => {
+                        Ok(_) if to_raw => {
                             self.deps.metrics.pages.get_or_create(&self.labels).inc();
                         }
+                        Ok(_) => {}
                         Err(e) => {
                             return Err(self
                                 .failed(
@@ -362,6 +377,27 @@ impl Poller {
                 cursor: page.cursor,
             };
         }
+    }
+
+    /// A dead letter for an event bigger than any bus message: its first bytes (as many as a
+    /// message holds) and the reason, on `op.dlq.fetch.{account}.{feed}`.
+    fn oversized_dead_letter(&self, page_id: &str, index: usize, item: &[u8]) -> Outgoing {
+        let limit = self.deps.bus.max_body();
+        let reason = format!(
+            "event {index} of the page is {} bytes, more than the bus's largest message \
+             ({limit} bytes); this dead letter holds its first {limit} bytes",
+            item.len()
+        );
+        tracing::error!(%reason, "event too big for the bus; dead-lettered");
+        Outgoing::new(
+            names::dlq_subject("fetch", &self.account.name, self.feed),
+            format!("dlq:fetch:{page_id}:{index}"),
+            item[..item.len().min(limit)].to_vec(),
+        )
+        .header(header::STAGE, "fetch")
+        .header(header::ERROR, reason)
+        .header(header::ACCOUNT, &self.account.name)
+        .header(header::FEED, self.feed)
     }
 
     async fn fetch(

@@ -225,9 +225,11 @@ async fn a_replica_frozen_past_its_lease_neither_loses_nor_duplicates() {
     world
         .assert_exactly_once(&[oprelay_events::Feed::ItemUsages], TOTAL as u64)
         .await;
+    // Whether a's poller noticed the lapsed lease itself or a's next lease round stopped it
+    // first depends on which timer fires first after SIGCONT; either way it acted no more.
     assert!(
-        a_logs.contains("stopping before acting on it"),
-        "a noticed its lease lapsed:\n{a_logs}"
+        a_logs.contains("stopped polling"),
+        "a's poller stopped:\n{a_logs}"
     );
     assert!(b_logs.contains("lease claimed"), "b took the feed over");
 }

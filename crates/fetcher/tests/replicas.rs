@@ -186,7 +186,10 @@ async fn replicas_share_the_accounts_request_budget() {
         Duration::from_secs(30),
         "a minute's budget of requests",
         || async {
-            let window = leases.get::<serde_json::Value>("_budget.acme").await.ok()??;
+            let window = leases
+                .get::<serde_json::Value>("_budget.acme")
+                .await
+                .ok()??;
             let spent: u64 = window.value["seconds"]
                 .as_array()?
                 .iter()
@@ -202,7 +205,10 @@ async fn replicas_share_the_accounts_request_budget() {
     let requests = world.sim.sim.requests();
     // Every request counts against the token's limit, introspection included.
     let refused = requests.iter().filter(|r| r.status == 429).count();
-    assert_eq!(refused, 0, "opsim refused {refused} requests for the budget");
+    assert_eq!(
+        refused, 0,
+        "opsim refused {refused} requests for the budget"
+    );
     assert!(
         requests.len() <= BUDGET,
         "{} requests within the first minute, budget {BUDGET}",

@@ -228,7 +228,7 @@ async fn a_grown_tail_page_is_published(
     assert_eq!(first, backfill + 1, "the first answer holds the backfill");
     let grown = first + more;
     // Publish it as the fetcher would have, part by part.
-    let parts = oprelay_fetcher::api::split_page(&page.body, world.bus.max_body());
+    let parts = oprelay_fetcher::api::split_page(&page.body, world.bus.max_body()).parts;
     assert_eq!(parts.len(), parts_before, "bus parts of the first answer");
     let ids = page_msg_ids(&acme, Feed::ItemUsages, &request, &page.body, parts.len());
     for (part, id) in parts.into_iter().zip(ids) {
@@ -269,7 +269,10 @@ async fn a_grown_tail_page_is_published(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(state.value.events, grown, "the cursor counts the grown page");
+    assert_eq!(
+        state.value.events, grown,
+        "the cursor counts the grown page"
+    );
 }
 
 fn tail_sim(backfill: u64) -> SimConfig {
@@ -285,9 +288,8 @@ fn tail_sim(backfill: u64) -> SimConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_page_that_grew_is_published_not_dropped_as_a_duplicate() {
     let world = World::start(tail_sim(40)).await;
-    let config = world.config(
-        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
-    );
+    let config =
+        world.config("page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"");
     a_grown_tail_page_is_published(world, config, 40, 1, 40).await;
 }
 
@@ -310,9 +312,8 @@ async fn a_tail_page_that_grew_within_two_bus_parts_is_published() {
     // 71 item usages (~50 KB) and 111 (~78 KB) both take two 48 KiB parts: the grown page's
     // second part differs from the first answer's under the same part number.
     let world = small_message_world(70).await;
-    let config = world.config(
-        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
-    );
+    let config =
+        world.config("page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"");
     a_grown_tail_page_is_published(world, config, 70, 2, 40).await;
 }
 
@@ -320,9 +321,8 @@ async fn a_tail_page_that_grew_within_two_bus_parts_is_published() {
 async fn a_tail_page_that_grew_from_one_bus_part_to_two_is_published() {
     // 41 item usages (~30 KB) fit one 48 KiB part; 81 need two.
     let world = small_message_world(40).await;
-    let config = world.config(
-        "page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"",
-    );
+    let config =
+        world.config("page_size = 1000\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\"");
     let page_bytes = serde_json::to_vec(&world.sim.sim.event(Feed::ItemUsages, 0))
         .unwrap()
         .len();
@@ -331,4 +331,61 @@ async fn a_tail_page_that_grew_from_one_bus_part_to_two_is_published() {
         "the sizes make one part grow into two ({page_bytes} bytes per event)"
     );
     a_grown_tail_page_is_published(world, config, 40, 1, 40).await;
+}
+
+/// An event bigger than any bus message goes to the DLQ with the reason, and the feed moves on
+/// instead of retrying a publish that can never succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_big_for_the_bus_is_dead_lettered_and_the_feed_moves_on() {
+    use oprelay_testkit::opsim::{Fault, FaultKind};
+    let nats = oprelay_testkit::NatsServer::start_with_config("max_payload: 65536");
+    let mut world = World::start(SimConfig {
+        backfill: 300,
+        ..SimConfig::default()
+    })
+    .await;
+    world.nats = nats;
+    world.bus = oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+        url: world.nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    world
+        .sim
+        .sim
+        .inject(Fault::new(FaultKind::Oversized { bytes: 70_000 }).on(Feed::ItemUsages));
+    let fetcher = Running::start(world.config(small_pages()), Clock::System);
+    let want: Vec<String> = world.expected(Feed::ItemUsages, 300)[1..].to_vec();
+    eventually(
+        Duration::from_secs(30),
+        "every other event in OP_RAW",
+        || async {
+            let have = world.raw_events().await;
+            (have.get(&Feed::ItemUsages) == Some(&want)).then_some(())
+        },
+    )
+    .await;
+    fetcher.stop().await;
+    let mut dlq = world
+        .bus
+        .jetstream()
+        .get_stream(names::STREAM_DLQ)
+        .await
+        .unwrap();
+    assert_eq!(dlq.info().await.unwrap().state.messages, 1);
+    let letter = dlq.get_raw_message(1).await.unwrap();
+    assert_eq!(letter.subject.as_str(), "op.dlq.fetch.acme.item_usages");
+    let error = oprelay_bus::header_value(Some(&letter.headers), names::header::ERROR)
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("more than the bus's largest message"),
+        "{error}"
+    );
+    let first = world.expected(Feed::ItemUsages, 1).remove(0);
+    assert!(
+        String::from_utf8_lossy(&letter.payload).contains(&first),
+        "the dead letter starts with the event"
+    );
 }

@@ -8,6 +8,7 @@ pub mod event_files;
 pub mod lookup;
 pub mod lookup_files;
 pub mod normalize;
+pub mod parts;
 mod service;
 
 pub use service::{run, run_with, NormalizerError, Options, DEFAULT_LISTEN, SERVICE};

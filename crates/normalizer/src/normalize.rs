@@ -126,6 +126,9 @@ pub struct NormalizedPage {
     pub max_event_time: Option<OffsetDateTime>,
     /// Each record's event time, in line order (for splitting a page across messages).
     pub event_times: Vec<OffsetDateTime>,
+    /// Each record's raw item size in bytes, in line order: parts are cut by these, so the
+    /// cut does not depend on the lookups (see [`crate::parts`]).
+    pub raw_sizes: Vec<usize>,
     pub rejects: Vec<Reject>,
     /// Users the page revealed that changed the index; the service persists them.
     pub learned: Vec<LookupRow>,
@@ -592,6 +595,7 @@ pub fn normalize_page(
             Ok(t) => {
                 result.count += 1;
                 result.event_times.push(t);
+                result.raw_sizes.push(item.get().len());
                 result.max_event_time = Some(result.max_event_time.map_or(t, |m| m.max(t)));
             }
             Err(reason) => {

@@ -305,7 +305,7 @@ async fn handle(
             let mut idx = index.lock().unwrap_or_else(|p| p.into_inner());
             normalize_page(&msg.payload, feed, source, &mut idx, clock.now())
         };
-        publish(bus, &account, feed, &raw_id, &page).await?;
+        publish(bus, m, &account, feed, &raw_id, &page).await?;
         let labels = FeedLabels {
             account: account.to_string(),
             feed: feed.to_string(),
@@ -334,50 +334,56 @@ async fn handle(
 
 async fn publish(
     bus: &Bus,
+    m: &NormalizerMetrics,
     account: &AccountName,
     feed: Feed,
     raw_id: &str,
     page: &NormalizedPage,
 ) -> Result<(), BusError> {
     if page.count > 0 {
-        // One message per page, unless the page is bigger than a bus message may be: then
-        // consecutive parts, split between records.
         let limit = bus.max_body();
-        let mut parts: Vec<(usize, usize, usize)> = Vec::new(); // (start byte, end byte, records)
-        let (mut start, mut records, mut pos) = (0usize, 0usize, 0usize);
-        for line in page.ndjson.split_inclusive(|b| *b == b'\n') {
-            if records > 0 && pos + line.len() - start > limit {
-                parts.push((start, pos, records));
-                start = pos;
-                records = 0;
-            }
-            pos += line.len();
-            records += 1;
-        }
-        parts.push((start, pos, records));
-        let mut first_record = 0;
-        let total = parts.len();
-        for (i, (from, to, n)) in parts.into_iter().enumerate() {
-            let id = if total == 1 {
-                format!("events:{raw_id}")
-            } else {
-                format!("events:{raw_id}:{i}")
-            };
+        let cut = crate::parts::cut(page, limit);
+        for part in cut.parts {
             let mut out = Outgoing::new(
                 names::events_subject(account, feed),
-                id,
-                page.ndjson[from..to].to_vec(),
+                format!("events:{raw_id}{}", part.suffix),
+                page.ndjson[part.from..part.to].to_vec(),
             )
             .header(header::ACCOUNT, account)
             .header(header::FEED, feed)
-            .header(header::COUNT, n);
-            let newest = page.event_times[first_record..first_record + n]
+            .header(header::COUNT, part.records);
+            let newest = page.event_times[part.first..part.first + part.records]
                 .iter()
                 .max();
             if let Some(t) = newest.and_then(|t| t.format(&Rfc3339).ok()) {
                 out = out.header(header::MAX_EVENT_TIME, t);
             }
-            first_record += n;
+            bus.publish(out).await?;
+        }
+        for big in cut.oversized {
+            let record = &page.ndjson[big.from..big.to];
+            let reason = format!(
+                "record {} of the page is {} bytes once normalized, more than the bus's largest \
+                 message ({limit} bytes); this dead letter holds its first {limit} bytes, the \
+                 raw page stays in OP_RAW",
+                big.first,
+                record.len()
+            );
+            tracing::warn!(%reason, "dead letter");
+            m.dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: "too_large".to_owned(),
+                })
+                .inc();
+            let out = Outgoing::new(
+                names::dlq_subject("normalize", account, feed),
+                format!("dlq:normalize:{raw_id}:big:{}", big.first),
+                record[..record.len().min(limit)].to_vec(),
+            )
+            .header(header::STAGE, "normalize")
+            .header(header::ERROR, reason)
+            .header(header::ACCOUNT, account)
+            .header(header::FEED, feed);
             bus.publish(out).await?;
         }
     }

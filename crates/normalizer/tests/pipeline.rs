@@ -378,7 +378,8 @@ async fn a_page_that_normalizes_bigger_than_a_bus_message_goes_as_parts() {
     task.await.unwrap().unwrap();
     let batches = world.messages(names::STREAM_EVENTS).await;
     assert!(batches.len() >= 2, "split into {} messages", batches.len());
-    assert_eq!(batches[0].0, "events:raw:big:0");
+    // The raw page is one part's worth; its enriched records outgrow it: halved as `0.n`.
+    assert_eq!(batches[0].0, "events:raw:big:0.0");
     let counted: usize = batches
         .iter()
         .map(|b| b.1[header::COUNT].parse::<usize>().unwrap())
@@ -394,5 +395,156 @@ async fn a_page_that_normalizes_bigger_than_a_bus_message_goes_as_parts() {
         uuids,
         (0..60).map(|i| format!("B{i}")).collect::<Vec<_>>(),
         "page order across parts"
+    );
+}
+
+/// A page that takes several bus messages is redelivered after its first part was published,
+/// and meanwhile an import changed how big its records are once enriched. The second attempt
+/// must cut the same parts under the same ids: `OP_EVENTS` then holds every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_multi_part_page_is_cut_the_same_whatever_the_lookups() {
+    use oprelay_normalizer::lookup::LookupIndex;
+    use oprelay_normalizer::normalize::{normalize_page, Source};
+
+    let world = World::start_on(NatsServer::start_with_config("max_payload: 65536")).await;
+    // Item usages of about 700 bytes, as the API's are: 60 of them take several parts.
+    let items: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut u = usage(&format!("R{i:02}"), "i1");
+            u["padding"] = json!("p".repeat(450));
+            u
+        })
+        .collect();
+    let raw = page(items);
+    let acme = AccountName::new("acme").unwrap();
+
+    // First attempt, with no lookups: part 0 reaches OP_EVENTS, then the normalizer dies.
+    let first = normalize_page(
+        &raw,
+        Feed::ItemUsages,
+        &Source::for_account("acme", None, None),
+        &mut LookupIndex::new(),
+        time::OffsetDateTime::now_utc(),
+    );
+    let parts = oprelay_normalizer::parts::cut(&first, world.bus.max_body()).parts;
+    assert!(parts.len() >= 2, "the page takes {} parts", parts.len());
+    let part0 = &parts[0];
+    world
+        .bus
+        .publish(
+            Outgoing::new(
+                names::events_subject(&acme, Feed::ItemUsages),
+                format!("events:raw:multi{}", part0.suffix),
+                first.ndjson[part0.from..part0.to].to_vec(),
+            )
+            .header(header::COUNT, part0.records),
+        )
+        .await
+        .unwrap();
+
+    // An import makes every record bigger; then the page is delivered again.
+    let lookups = JsonKv::open(&world.bus, names::BUCKET_LOOKUPS)
+        .await
+        .unwrap();
+    let row = LookupRow {
+        uuid: "i1".into(),
+        kind: LookupKind::Item,
+        title: "t".repeat(300),
+        email: None,
+        updated_at: None,
+        source: LookupSource::Imported,
+    };
+    lookups.put(&row.key(), &row).await.unwrap();
+    world
+        .publish_raw(Feed::ItemUsages, "raw:multi", raw.clone())
+        .await;
+    let (shutdown, task) = world.normalizer();
+    let want: Vec<String> = (0..60).map(|i| format!("R{i:02}")).collect();
+    eventually(
+        Duration::from_secs(30),
+        "every record in OP_EVENTS",
+        || async {
+            let have: HashSet<String> = world
+                .event_records()
+                .await
+                .iter()
+                .filter_map(|r| r["uuid"].as_str().map(str::to_owned))
+                .collect();
+            want.iter().all(|u| have.contains(u)).then_some(())
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let mut have: Vec<String> = world
+        .event_records()
+        .await
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    have.sort();
+    assert_eq!(have, want, "every record exactly once");
+}
+
+/// A record that, enriched, is bigger than any bus message goes to the DLQ with the reason;
+/// the rest of its page is published and the feed moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_big_for_any_message_is_dead_lettered_and_the_page_moves_on() {
+    let world = World::start_on(NatsServer::start_with_config("max_payload: 65536")).await;
+    let lookups = JsonKv::open(&world.bus, names::BUCKET_LOOKUPS)
+        .await
+        .unwrap();
+    let long = LookupRow {
+        uuid: "huge".into(),
+        kind: LookupKind::Item,
+        title: "t".repeat(20_000),
+        email: None,
+        updated_at: None,
+        source: LookupSource::Imported,
+    };
+    lookups.put(&long.key(), &long).await.unwrap();
+    let mut big = usage("BIG", "huge");
+    big["padding"] = json!("p".repeat(46 * 1024));
+    let raw = page(vec![usage("S1", "i1"), big, usage("S2", "i1")]);
+    assert!(raw.len() < 48 * 1024, "the raw page fits one message");
+    world.publish_raw(Feed::ItemUsages, "raw:huge", raw).await;
+    world
+        .publish_raw(Feed::ItemUsages, "raw:next", page(vec![usage("N1", "i1")]))
+        .await;
+    let (shutdown, task) = world.normalizer();
+    eventually(
+        Duration::from_secs(30),
+        "the next page's record",
+        || async {
+            let uuids: Vec<String> = world
+                .event_records()
+                .await
+                .iter()
+                .filter_map(|r| r["uuid"].as_str().map(str::to_owned))
+                .collect();
+            uuids.contains(&"N1".to_owned()).then_some(())
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let uuids: Vec<String> = world
+        .event_records()
+        .await
+        .iter()
+        .map(|r| r["uuid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(uuids, ["S1", "S2", "N1"]);
+    let dlq = world.messages(names::STREAM_DLQ).await;
+    assert_eq!(dlq.len(), 1, "one dead letter");
+    let error = &dlq[0].1[header::ERROR];
+    assert!(
+        error.contains("more than the bus's largest message"),
+        "{error}"
+    );
+    let kept = String::from_utf8_lossy(&dlq[0].2);
+    assert!(
+        kept.starts_with('{') && kept.contains("\"uuid\":\"BIG\""),
+        "the record's start is kept"
     );
 }

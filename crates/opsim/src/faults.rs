@@ -24,6 +24,9 @@ pub enum FaultKind {
     Truncate,
     /// Answer 200 with a body that is not JSON.
     Malformed,
+    /// Answer normally, but pad the page's first event with a `padding` field of this many
+    /// bytes: an event bigger than the bus takes.
+    Oversized { bytes: usize },
 }
 
 /// A fault for the next `count` data requests (of `feed`, when given).

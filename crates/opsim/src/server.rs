@@ -257,7 +257,7 @@ impl Sim {
             }
             Some(FaultKind::Malformed) => return (Reply::Malformed, None),
             Some(FaultKind::Slow { delay_ms }) => Some(Duration::milliseconds(delay_ms as i64)),
-            Some(FaultKind::Truncate) | None => None,
+            Some(FaultKind::Truncate) | Some(FaultKind::Oversized { .. }) | None => None,
         };
         let request = match parse_request(body, now) {
             Ok(r) => r,
@@ -300,6 +300,10 @@ impl Sim {
                 ev
             })
             .collect();
+        let mut items = items;
+        if let (Some(FaultKind::Oversized { bytes }), Some(first)) = (&fault, items.first_mut()) {
+            first["padding"] = Value::String("p".repeat(*bytes));
+        }
         let next = CursorState {
             position: to,
             ..cursor
