@@ -529,8 +529,14 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         figment = figment.merge(Toml::file_exact(path));
     }
     figment = figment.merge(Env::prefixed("OPRELAY_").split("__").filter(|k| {
+        // A section name, then the `__` separator (already turned into `.` here):
+        // `OPRELAY_NATS__URL` is config, `OPRELAY_NATS_URL` (the CLI's) and
+        // `OPRELAY_TOKEN_ACME` are not.
         let k = k.as_str().to_ascii_lowercase();
-        SECTIONS.iter().any(|s| k.starts_with(s))
+        SECTIONS.iter().any(|s| {
+            k.strip_prefix(s)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
     }));
     let config: Config = figment.extract().map_err(figment_error)?;
     config.validate()?;

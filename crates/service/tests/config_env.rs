@@ -21,6 +21,9 @@ fn environment_overrides_the_file_and_other_variables_are_ignored() {
         std::env::set_var("OPRELAY_HEALTHWATCH__DROPOFF_AFTER", "2h");
         // A token variable named with the same prefix is not config.
         std::env::set_var("OPRELAY_TOKEN_ACME", "eyJ...");
+        // Nor is the CLI's own variable, whose name starts like the `nats` section.
+        std::env::set_var("OPRELAY_NATS_URL", "nats://for-the-cli:4222");
+        std::env::set_var("OPRELAY_FETCHERS", "unrelated");
         std::env::set_var("OPRELAY_CONFIG", path.display().to_string());
     }
     let c = config::load(Some(&path)).expect("loads");
