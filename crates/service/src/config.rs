@@ -716,6 +716,26 @@ impl Config {
             }
             check_range(&key, *window, min, max)?;
         }
+        const MINUTE: u64 = 60;
+        const DAY: u64 = 86_400;
+        for (key, value, min, max) in [
+            ("healthwatch.interval", hw.interval, 1, 3600),
+            (
+                "healthwatch.token_expiry_warning",
+                hw.token_expiry_warning,
+                3600,
+                90 * DAY,
+            ),
+            ("healthwatch.fetch_silence", hw.fetch_silence, MINUTE, 7 * DAY),
+            (
+                "healthwatch.sink_stalled_after",
+                hw.sink_stalled_after,
+                MINUTE,
+                7 * DAY,
+            ),
+        ] {
+            check_range(key, value, HumanDuration::secs(min), HumanDuration::secs(max))?;
+        }
         for (i, n) in hw.notify.iter().enumerate() {
             check_url(&format!("healthwatch.notify[{i}].url"), &n.url)?;
         }
@@ -802,6 +822,21 @@ impl Config {
                 "must be at least 10m so a page re-fetched after a restart is still recognised",
             ));
         }
+        // JetStream reads a max_age of 0 as "keep for ever"; a typo must not mean that.
+        const YEAR: u64 = 365 * 86_400;
+        for (key, age) in [
+            ("nats.raw_max_age", n.raw_max_age),
+            ("nats.events_max_age", n.events_max_age),
+            ("nats.dlq_max_age", n.dlq_max_age),
+        ] {
+            check_range(key, age, HumanDuration::secs(3600), HumanDuration::secs(10 * YEAR))?;
+        }
+        check_range(
+            "nats.duplicate_window",
+            n.duplicate_window,
+            HumanDuration::secs(600),
+            HumanDuration::secs(30 * 86_400),
+        )?;
         Ok(())
     }
 
@@ -973,6 +1008,12 @@ impl SinkConfig {
                 ));
             }
         }
+        check_range(
+            &key("batch.timeout"),
+            self.batch.timeout,
+            HumanDuration(std::time::Duration::from_millis(10)),
+            HumanDuration::secs(300),
+        )?;
         if !(1..=64).contains(&self.batch.in_flight) {
             return Err(ConfigError::new(
                 key("batch.in_flight"),

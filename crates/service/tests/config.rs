@@ -175,3 +175,35 @@ fn secrets_are_reread_and_never_printed() {
         .unwrap_err();
     assert!(missing.to_string().contains("/nonexistent/t"));
 }
+
+/// A zero (or absurd) duration would make a loop spin or data vanish: every duration key has a
+/// range, and the error names the key.
+#[test]
+fn every_duration_is_range_checked_and_the_error_names_the_key() {
+    let sink = "[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"/tmp/oprelay-test.ndjson\"\n";
+    let cases = [
+        ("[nats]\nraw_max_age = \"0s\"", "nats.raw_max_age"),
+        ("[nats]\nevents_max_age = \"0s\"", "nats.events_max_age"),
+        ("[nats]\ndlq_max_age = \"0s\"", "nats.dlq_max_age"),
+        ("[nats]\nduplicate_window = \"400d\"", "nats.duplicate_window"),
+        ("[healthwatch]\ninterval = \"0s\"", "healthwatch.interval"),
+        (
+            "[healthwatch]\ntoken_expiry_warning = \"0s\"",
+            "healthwatch.token_expiry_warning",
+        ),
+        ("[healthwatch]\nfetch_silence = \"0s\"", "healthwatch.fetch_silence"),
+        (
+            "[healthwatch]\nsink_stalled_after = \"0s\"",
+            "healthwatch.sink_stalled_after",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = config::from_toml(text).expect_err(key);
+        assert_eq!(err.key, key, "{text}: {err}");
+    }
+    let err = config::from_toml(&format!("{sink}[sinks.batch]\ntimeout = \"0s\"\n"))
+        .expect_err("batch timeout");
+    assert_eq!(err.key, "sinks[0].batch.timeout", "{err}");
+    config::from_toml(&format!("{sink}[sinks.batch]\ntimeout = \"250ms\"\n"))
+        .expect("a sub-second batch timeout is fine");
+}
