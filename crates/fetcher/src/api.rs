@@ -194,7 +194,10 @@ pub struct EventsApi {
 
 impl EventsApi {
     pub fn new(base_url: &str, version: ApiVersion) -> Result<EventsApi, ApiError> {
+        // No redirects: the token would follow the request to wherever a 3xx points, and a
+        // POST would become a GET. A 3xx shows as an unexpected status instead.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("oprelay/", env!("CARGO_PKG_VERSION")))

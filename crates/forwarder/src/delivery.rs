@@ -32,6 +32,8 @@ pub struct SinkCtx {
     pub labels: SinkLabels,
     /// Progress acks keep a message ours while we retry; sent well inside the ack wait.
     pub progress_every: Duration,
+    /// Retry bounds for refusals only an operator can fix (see [`crate::Options`]).
+    pub operator_retry: (Duration, Duration),
 }
 
 /// Bus messages and the records they hold (records that could not be rendered are carried as
@@ -61,11 +63,7 @@ pub struct Stopped;
 
 /// The wait before attempt `attempt + 1` (the first failure is attempt 1): full jitter under
 /// an exponential bound.
-fn backoff(attempt: u32, kind: ErrorKind) -> Duration {
-    let (base, cap) = match kind {
-        ErrorKind::NeedsOperator => (Duration::from_secs(30), Duration::from_secs(300)),
-        _ => (Duration::from_millis(100), Duration::from_secs(60)),
-    };
+fn backoff(attempt: u32, (base, cap): (Duration, Duration)) -> Duration {
     let bound = base
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
         .min(cap);
@@ -92,7 +90,17 @@ fn chunks(records: &[Record], max_events: usize, max_bytes: usize) -> Vec<Vec<us
     out
 }
 
+/// Bounds of transient retries: quick at first, at most a minute apart.
+const TRANSIENT: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(60));
+
 impl SinkCtx {
+    fn retry_bounds(&self, kind: ErrorKind) -> (Duration, Duration) {
+        match kind {
+            ErrorKind::NeedsOperator => self.operator_retry,
+            _ => TRANSIENT,
+        }
+    }
+
     /// Sleeps `d` unless shutdown comes first.
     async fn wait(&self, d: Duration, shutdown: &CancellationToken) -> Result<(), Stopped> {
         tokio::select! {
@@ -133,7 +141,7 @@ impl SinkCtx {
                 Err(e) => {
                     tracing::warn!(sink = %self.name, error = %e, "cannot store a dead letter yet");
                     attempt += 1;
-                    self.wait(backoff(attempt, ErrorKind::Transient), shutdown)
+                    self.wait(backoff(attempt, TRANSIENT), shutdown)
                         .await?;
                 }
             }
@@ -234,7 +242,7 @@ impl SinkCtx {
                             })
                             .inc();
                         attempt += 1;
-                        self.wait(backoff(attempt, ErrorKind::Transient), shutdown)
+                        self.wait(backoff(attempt, TRANSIENT), shutdown)
                             .await?;
                     }
                     Err(e) if e.kind == ErrorKind::Rejected => {
@@ -272,7 +280,9 @@ impl SinkCtx {
                             })
                             .inc();
                         attempt += 1;
-                        let wait = e.retry_after.unwrap_or_else(|| backoff(attempt, e.kind));
+                        let wait = e
+                            .retry_after
+                            .unwrap_or_else(|| backoff(attempt, self.retry_bounds(e.kind)));
                         tracing::warn!(sink = %self.name, error = %e, retry_in = ?wait, attempt, "delivery failed; will retry");
                         self.wait(wait, shutdown).await?;
                     }

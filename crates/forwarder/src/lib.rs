@@ -74,7 +74,32 @@ fn wanted(s: &SinkConfig, account: &str, feed: Feed) -> bool {
         && s.feeds.as_ref().is_none_or(|f| f.contains(&feed))
 }
 
+/// What tests and embedders may change; `run` uses the defaults.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Bounds of the retry wait when the SIEM refuses for a reason only an operator can fix
+    /// (credentials, endpoint, a redirect, a read-only index): full jitter under an exponential
+    /// bound from the first to the second.
+    pub operator_retry: (Duration, Duration),
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            operator_retry: (Duration::from_secs(30), Duration::from_secs(300)),
+        }
+    }
+}
+
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ForwarderError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+pub async fn run_with(
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), ForwarderError> {
     let metrics = Metrics::new();
     let m = ForwarderMetrics::register(&metrics);
     // Build every sink before connecting: a bad sink config fails the start, not the night.
@@ -113,6 +138,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Forw
                 sink: sink_config.name.clone(),
             },
             progress_every: (ack_wait / 3).max(Duration::from_millis(200)),
+            operator_retry: options.operator_retry,
         });
         tracing::info!(sink = %sink_config.name, kind = sink_config.kind.as_str(), "sink ready");
         workers.spawn(worker(ctx, sink_config, consumer, shutdown.clone()));

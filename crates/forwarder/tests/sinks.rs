@@ -556,3 +556,50 @@ async fn a_message_left_unacknowledged_is_delivered_again_and_counted() {
         ids.into_iter().collect::<HashSet<_>>()
     );
 }
+
+/// A redirect is never followed: reqwest would turn the POST into a bodiless GET (301/302) or
+/// send the records somewhere nobody configured (307), and count the 200 as delivered. It is
+/// a configuration problem: the records wait, nothing is dead-lettered, and once the endpoint
+/// is fixed every record arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_the_records_wait_for_the_fix() {
+    for code in [301u16, 302, 307] {
+        let world = World::start().await;
+        let state = shared();
+        state.lock().unwrap().redirect = Some(code);
+        let addr = serve(http_receiver(state.clone(), None)).await;
+        let ids = world.publish_events(Feed::ItemUsages, 2, 50).await;
+        let config = world.config(&format!(
+            "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 100, timeout = \"100ms\" }}\n"
+        ));
+        let fwd = Forwarder::start_quick_operator_retry(config);
+        eventually(
+            Duration::from_secs(20),
+            "several redirected attempts",
+            || async { (state.lock().unwrap().requests >= 4).then_some(()) },
+        )
+        .await;
+        {
+            let s = state.lock().unwrap();
+            assert_eq!(s.followed, 0, "{code}: a redirect was followed");
+            assert!(s.lines.is_empty());
+        }
+        assert!(world.dlq().await.is_empty(), "{code}: records were dead-lettered");
+        // The operator fixes the endpoint.
+        state.lock().unwrap().redirect = None;
+        eventually(Duration::from_secs(20), "every record", || async {
+            (state.lock().unwrap().lines.len() >= 100).then_some(())
+        })
+        .await;
+        fwd.stop().await;
+        let s = state.lock().unwrap();
+        let got: HashSet<&str> = s
+            .lines
+            .iter()
+            .map(|l| l["p_row_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(s.lines.len(), 100, "{code}: each record once");
+        assert_eq!(got, ids.iter().map(String::as_str).collect());
+        assert_eq!(s.followed, 0);
+    }
+}

@@ -31,7 +31,10 @@ impl Notifier {
             name: format!("{prefix}-{index}"),
             kind,
             url: config.url.clone(),
+            // A redirect would turn the POST into a bodiless GET and its 200 would count as
+            // notified; follow none, so a moved webhook shows as a failing one.
             http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
                 .build()
                 .map_err(|e| format!("notify[{index}]: {e}"))?,

@@ -41,6 +41,11 @@ pub struct Recv {
     pub tee: Option<std::fs::File>,
     /// Records received, kept or teed.
     pub received: usize,
+    /// Generic HTTP: answer every request with this 3xx status and `Location: /elsewhere`,
+    /// as a misconfigured proxy or a moved endpoint does.
+    pub redirect: Option<u16>,
+    /// Generic HTTP: requests that arrived at `/elsewhere` (a client that followed a redirect).
+    pub followed: usize,
 }
 
 impl Recv {
@@ -82,6 +87,14 @@ fn injected(state: &Shared) -> Option<Response> {
     s.requests += 1;
     if s.down {
         return Some((StatusCode::SERVICE_UNAVAILABLE, "down").into_response());
+    }
+    if let Some(code) = s.redirect {
+        let mut r = StatusCode::from_u16(code)
+            .unwrap_or(StatusCode::TEMPORARY_REDIRECT)
+            .into_response();
+        r.headers_mut()
+            .insert("location", "/elsewhere".parse().unwrap());
+        return Some(r);
     }
     s.fail_next.pop_front().map(|(code, body)| {
         let mut r = (StatusCode::from_u16(code).unwrap(), body).into_response();
@@ -149,6 +162,15 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                     StatusCode::OK.into_response()
                 },
             ),
+        )
+        // Where redirects point: it takes anything, so a client that follows one and counts
+        // the 200 as delivered has lost the records.
+        .route(
+            "/elsewhere",
+            axum::routing::any(|State(state): State<Shared>| async move {
+                state.lock().unwrap().followed += 1;
+                StatusCode::OK
+            }),
         )
         .with_state(state)
 }

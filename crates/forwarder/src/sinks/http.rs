@@ -25,6 +25,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// unless turned off in writing, which is logged).
 pub fn client(config: &SinkConfig) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
+        // A redirect is a configuration problem, never followed: reqwest would turn the POST
+        // into a bodiless GET on 301/302 and count the 200 that follows as delivered.
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(Duration::from_secs(10))
         .user_agent(concat!("oprelay/", env!("CARGO_PKG_VERSION")));
@@ -73,6 +76,12 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// What an HTTP status means for delivery.
+///
+/// Only a refusal that can be about the records in the request (400, 413, 422) is a
+/// rejection, which the delivery answers by halving the request until the refused record
+/// stands alone. Every other refusal is about the request as a whole — a wrong endpoint or
+/// method, a proxy's 405/415, a redirect, credentials — and only an operator can fix it: the
+/// records wait, however long that takes.
 pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<(), SinkError> {
     if status.is_success() {
         return Ok(());
@@ -83,9 +92,19 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
     let message = format!("HTTP {status}: {text}");
     let mut err = match status.as_u16() {
         408 | 429 | 500..=599 => SinkError::transient(message),
-        401 | 403 => SinkError::needs_operator(message),
+        300..=399 => {
+            let to = headers
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(no Location)");
+            SinkError::needs_operator(format!(
+                "HTTP {status}: the endpoint redirects to {to}; oprelay follows no redirect, \
+                 configure the final URL"
+            ))
+        }
+        400 | 413 | 422 => SinkError::rejected(message),
         404 => SinkError::needs_operator(format!("{message} (is the endpoint right?)")),
-        _ => SinkError::rejected(message),
+        _ => SinkError::needs_operator(message),
     };
     err.retry_after = retry_after(headers);
     Err(err)

@@ -128,6 +128,23 @@ impl Forwarder {
         Forwarder { shutdown, task }
     }
 
+    /// With refusals that need an operator retried within 50–200 ms instead of 30 s–5 min.
+    pub fn start_quick_operator_retry(config: Config) -> Forwarder {
+        let shutdown = CancellationToken::new();
+        let options = oprelay_forwarder::Options {
+            operator_retry: (
+                std::time::Duration::from_millis(50),
+                std::time::Duration::from_millis(200),
+            ),
+        };
+        let task = tokio::spawn(oprelay_forwarder::run_with(
+            config,
+            options,
+            shutdown.clone(),
+        ));
+        Forwarder { shutdown, task }
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(std::time::Duration::from_secs(10), self.task)
