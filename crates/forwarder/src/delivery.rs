@@ -71,6 +71,19 @@ fn backoff(attempt: u32, (base, cap): (Duration, Duration)) -> Duration {
     Duration::from_millis(ms.max(50))
 }
 
+/// Whether the refusals of one request's records say the SIEM refuses *requests*: every
+/// record of a request of several was refused alone, none was delivered, and all for the same
+/// reason. Then the reason is returned; dead-lettering would empty the backlog into the DLQ.
+fn request_refused(
+    records: usize,
+    delivered: usize,
+    refused: &[(usize, String)],
+) -> Option<String> {
+    let (_, first) = refused.first()?;
+    let same = refused.iter().all(|(_, why)| why == first);
+    (records >= 2 && delivered == 0 && refused.len() == records && same).then(|| first.clone())
+}
+
 /// Splits record indices into requests within the size limits.
 fn chunks(records: &[Record], max_events: usize, max_bytes: usize) -> Vec<Vec<usize>> {
     let mut out = Vec::new();
@@ -141,8 +154,7 @@ impl SinkCtx {
                 Err(e) => {
                     tracing::warn!(sink = %self.name, error = %e, "cannot store a dead letter yet");
                     attempt += 1;
-                    self.wait(backoff(attempt, TRANSIENT), shutdown)
-                        .await?;
+                    self.wait(backoff(attempt, TRANSIENT), shutdown).await?;
                 }
             }
         }
@@ -187,8 +199,86 @@ impl SinkCtx {
             self.dead_letter(&u.body, &u.id, &u.account, &u.feed, &u.why, shutdown)
                 .await?;
         }
-        let mut stack: Vec<Vec<usize>> = chunks(&batch.records, self.max_events, self.max_bytes);
-        stack.reverse();
+        for chunk in chunks(&batch.records, self.max_events, self.max_bytes) {
+            self.deliver_chunk(batch, chunk, shutdown).await?;
+        }
+        self.metrics
+            .batch_seconds
+            .get_or_create(&self.labels)
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Delivers one request's worth of records. Records refused one by one are dead-lettered
+    /// only when the refusals are about them: when every record of the request was refused
+    /// alone for the same reason, the SIEM is refusing requests, not records (a read-only
+    /// index, a proxy in the way), and the records wait for an operator instead.
+    async fn deliver_chunk(
+        &self,
+        batch: &Batch,
+        chunk: Vec<usize>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stopped> {
+        let mut attempt = 0u32;
+        loop {
+            let (delivered, refused) = self.send_halving(batch, chunk.clone(), shutdown).await?;
+            if let Some(why) = request_refused(chunk.len(), delivered, &refused) {
+                self.metrics
+                    .failures
+                    .get_or_create(&ReasonLabels {
+                        sink: self.name.clone(),
+                        reason: "request_refused".into(),
+                    })
+                    .inc();
+                attempt += 1;
+                let wait = backoff(attempt, self.operator_retry);
+                tracing::error!(
+                    sink = %self.name,
+                    reason = %why,
+                    records = chunk.len(),
+                    retry_in = ?wait,
+                    "the SIEM refuses every record of the request for the same reason: a \
+                     configuration problem, not bad records; keeping them and retrying"
+                );
+                self.wait(wait, shutdown).await?;
+                continue;
+            }
+            if refused.is_empty() {
+                return Ok(());
+            }
+            // Others were accepted, so these refusals look like theirs. Ask once more before
+            // dead-lettering: a SIEM fixed half-way through the halving accepts them now.
+            let again: Vec<usize> = refused.iter().map(|(i, _)| *i).collect();
+            let (_, refused) = self.send_halving(batch, again, shutdown).await?;
+            for (i, why) in refused {
+                let r = &batch.records[i];
+                self.dead_letter(
+                    &r.body,
+                    &r.row_id,
+                    &r.account,
+                    r.feed.as_str(),
+                    &why,
+                    shutdown,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+    }
+
+    /// Sends `seg`, halving it on a rejection until the refused records stand alone. Returns
+    /// how many records were delivered and the records refused alone, with the SIEM's answer
+    /// (not dead-lettered yet). Records the SIEM's reply names itself (a mapping error in a
+    /// `_bulk` item, HEC's `invalid-event-number`) are dead-lettered at once.
+    async fn send_halving(
+        &self,
+        batch: &Batch,
+        seg: Vec<usize>,
+        shutdown: &CancellationToken,
+    ) -> Result<(usize, Vec<(usize, String)>), Stopped> {
+        let mut stack = vec![seg];
+        let mut delivered = 0usize;
+        let mut refused = Vec::new();
         let mut attempt = 0u32;
         'segments: while let Some(mut seg) = stack.pop() {
             loop {
@@ -203,6 +293,7 @@ impl SinkCtx {
                 match result {
                     Ok(Outcome::Delivered) => {
                         self.count_delivered(&refs);
+                        delivered += refs.len();
                         attempt = 0;
                         continue 'segments;
                     }
@@ -229,6 +320,7 @@ impl SinkCtx {
                             .map(|(_, i)| &batch.records[*i])
                             .collect();
                         self.count_delivered(&done);
+                        delivered += done.len();
                         if retry.is_empty() {
                             continue 'segments;
                         }
@@ -242,8 +334,7 @@ impl SinkCtx {
                             })
                             .inc();
                         attempt += 1;
-                        self.wait(backoff(attempt, TRANSIENT), shutdown)
-                            .await?;
+                        self.wait(backoff(attempt, TRANSIENT), shutdown).await?;
                     }
                     Err(e) if e.kind == ErrorKind::Rejected => {
                         self.metrics
@@ -254,16 +345,7 @@ impl SinkCtx {
                             })
                             .inc();
                         if seg.len() == 1 {
-                            let r = &batch.records[seg[0]];
-                            self.dead_letter(
-                                &r.body,
-                                &r.row_id,
-                                &r.account,
-                                r.feed.as_str(),
-                                &e.message,
-                                shutdown,
-                            )
-                            .await?;
+                            refused.push((seg[0], e.message));
                             continue 'segments;
                         }
                         let second = seg.split_off(seg.len() / 2);
@@ -289,11 +371,7 @@ impl SinkCtx {
                 }
             }
         }
-        self.metrics
-            .batch_seconds
-            .get_or_create(&self.labels)
-            .observe(started.elapsed().as_secs_f64());
-        Ok(())
+        Ok((delivered, refused))
     }
 
     fn count_delivered(&self, records: &[&Record]) {
@@ -318,3 +396,40 @@ impl SinkCtx {
 }
 
 pub type Shared = Arc<SinkCtx>;
+
+#[cfg(test)]
+mod tests {
+    use super::request_refused;
+
+    fn refusals(whys: &[&str]) -> Vec<(usize, String)> {
+        whys.iter()
+            .enumerate()
+            .map(|(i, w)| (i, (*w).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_record_refused_alike_is_a_refused_request() {
+        let all = refusals(&["HTTP 400: index is read-only"; 4]);
+        assert_eq!(
+            request_refused(4, 0, &all).as_deref(),
+            Some("HTTP 400: index is read-only")
+        );
+    }
+
+    #[test]
+    fn refusals_that_differ_or_spare_a_record_are_about_records() {
+        assert_eq!(
+            request_refused(4, 0, &refusals(&["a", "a", "b", "a"])),
+            None
+        );
+        assert_eq!(request_refused(4, 1, &refusals(&["a", "a", "a"])), None);
+        assert_eq!(request_refused(4, 2, &refusals(&["a", "a"])), None);
+        assert_eq!(request_refused(4, 4, &[]), None);
+    }
+
+    #[test]
+    fn a_request_of_one_record_cannot_tell_and_dead_letters() {
+        assert_eq!(request_refused(1, 0, &refusals(&["a"])), None);
+    }
+}

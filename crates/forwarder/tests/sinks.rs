@@ -584,7 +584,10 @@ async fn redirects_are_not_followed_and_the_records_wait_for_the_fix() {
             assert_eq!(s.followed, 0, "{code}: a redirect was followed");
             assert!(s.lines.is_empty());
         }
-        assert!(world.dlq().await.is_empty(), "{code}: records were dead-lettered");
+        assert!(
+            world.dlq().await.is_empty(),
+            "{code}: records were dead-lettered"
+        );
         // The operator fixes the endpoint.
         state.lock().unwrap().redirect = None;
         eventually(Duration::from_secs(20), "every record", || async {
@@ -601,5 +604,108 @@ async fn redirects_are_not_followed_and_the_records_wait_for_the_fix() {
         assert_eq!(s.lines.len(), 100, "{code}: each record once");
         assert_eq!(got, ids.iter().map(String::as_str).collect());
         assert_eq!(s.followed, 0);
+    }
+}
+
+/// How a receiver refuses whole requests in one case of the test below.
+enum Refusal {
+    Http(u16, &'static str),
+    EsItems(u16, &'static str, &'static str),
+}
+
+/// A refusal about the request, not its records — a proxy's 405/415, a 400 every record gets
+/// alike, a read-only Elasticsearch index, a missing index with auto-create off — sends nothing
+/// to the DLQ: the records wait, and arrive once the operator fixes the SIEM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_level_refusals_keep_the_records_until_fixed() {
+    let cases = [
+        Refusal::Http(405, "Method Not Allowed"),
+        Refusal::Http(415, "Unsupported Media Type"),
+        Refusal::Http(400, "this endpoint is read-only"),
+        Refusal::EsItems(
+            403,
+            "cluster_block_exception",
+            "index [oprelay-x] blocked by: [FORBIDDEN/12/index read-only / allow delete (api)];",
+        ),
+        Refusal::EsItems(
+            404,
+            "index_not_found_exception",
+            "no such index [oprelay-x]",
+        ),
+    ];
+    for case in cases {
+        let world = World::start().await;
+        let state = shared();
+        let (app, sink, label) = match &case {
+            Refusal::Http(code, body) => {
+                state.lock().unwrap().refuse = Some((*code, (*body).to_owned()));
+                (
+                    http_receiver(state.clone(), None),
+                    "http",
+                    format!("HTTP {code}"),
+                )
+            }
+            Refusal::EsItems(code, kind, reason) => {
+                state.lock().unwrap().item_error =
+                    Some((*code, serde_json::json!({"type": kind, "reason": reason})));
+                (
+                    es_receiver(state.clone()),
+                    "elasticsearch",
+                    (*kind).to_owned(),
+                )
+            }
+        };
+        let addr = serve(app).await;
+        let endpoint = if sink == "http" {
+            format!("http://{addr}/ingest")
+        } else {
+            format!("http://{addr}")
+        };
+        let ids = world.publish_events(Feed::ItemUsages, 2, 40).await;
+        let config = world.config(&format!(
+            "[[sinks]]\nname = \"siem\"\ntype = \"{sink}\"\nendpoint = \"{endpoint}\"\nbatch = {{ max_events = 80, timeout = \"100ms\" }}\n"
+        ));
+        let fwd = Forwarder::start_quick_operator_retry(config);
+        let what = format!("{label}: refused attempts");
+        eventually(Duration::from_secs(20), &what, || async {
+            (state.lock().unwrap().requests >= 12).then_some(())
+        })
+        .await;
+        assert!(
+            world.dlq().await.is_empty(),
+            "{label}: records were dead-lettered"
+        );
+        {
+            let mut s = state.lock().unwrap();
+            s.refuse = None;
+            s.item_error = None;
+        }
+        let delivered = || {
+            let s = state.lock().unwrap();
+            if sink == "http" {
+                s.lines
+                    .iter()
+                    .map(|l| l["p_row_id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            } else {
+                s.docs.keys().cloned().collect()
+            }
+        };
+        let what = format!("{label}: every record once the SIEM is fixed");
+        eventually(Duration::from_secs(20), &what, || async {
+            (delivered().len() >= 80).then_some(())
+        })
+        .await;
+        fwd.stop().await;
+        let got = delivered();
+        assert_eq!(got.len(), 80, "{label}: each record once");
+        assert_eq!(
+            got.iter().map(String::as_str).collect::<HashSet<_>>(),
+            ids.iter().map(String::as_str).collect()
+        );
+        assert!(
+            world.dlq().await.is_empty(),
+            "{label}: nothing dead-lettered"
+        );
     }
 }

@@ -726,7 +726,12 @@ impl Config {
                 3600,
                 90 * DAY,
             ),
-            ("healthwatch.fetch_silence", hw.fetch_silence, MINUTE, 7 * DAY),
+            (
+                "healthwatch.fetch_silence",
+                hw.fetch_silence,
+                MINUTE,
+                7 * DAY,
+            ),
             (
                 "healthwatch.sink_stalled_after",
                 hw.sink_stalled_after,
@@ -734,7 +739,12 @@ impl Config {
                 7 * DAY,
             ),
         ] {
-            check_range(key, value, HumanDuration::secs(min), HumanDuration::secs(max))?;
+            check_range(
+                key,
+                value,
+                HumanDuration::secs(min),
+                HumanDuration::secs(max),
+            )?;
         }
         for (i, n) in hw.notify.iter().enumerate() {
             check_url(&format!("healthwatch.notify[{i}].url"), &n.url)?;
@@ -829,7 +839,12 @@ impl Config {
             ("nats.events_max_age", n.events_max_age),
             ("nats.dlq_max_age", n.dlq_max_age),
         ] {
-            check_range(key, age, HumanDuration::secs(3600), HumanDuration::secs(10 * YEAR))?;
+            check_range(
+                key,
+                age,
+                HumanDuration::secs(3600),
+                HumanDuration::secs(10 * YEAR),
+            )?;
         }
         check_range(
             "nats.duplicate_window",

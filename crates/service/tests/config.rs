@@ -185,13 +185,19 @@ fn every_duration_is_range_checked_and_the_error_names_the_key() {
         ("[nats]\nraw_max_age = \"0s\"", "nats.raw_max_age"),
         ("[nats]\nevents_max_age = \"0s\"", "nats.events_max_age"),
         ("[nats]\ndlq_max_age = \"0s\"", "nats.dlq_max_age"),
-        ("[nats]\nduplicate_window = \"400d\"", "nats.duplicate_window"),
+        (
+            "[nats]\nduplicate_window = \"400d\"",
+            "nats.duplicate_window",
+        ),
         ("[healthwatch]\ninterval = \"0s\"", "healthwatch.interval"),
         (
             "[healthwatch]\ntoken_expiry_warning = \"0s\"",
             "healthwatch.token_expiry_warning",
         ),
-        ("[healthwatch]\nfetch_silence = \"0s\"", "healthwatch.fetch_silence"),
+        (
+            "[healthwatch]\nfetch_silence = \"0s\"",
+            "healthwatch.fetch_silence",
+        ),
         (
             "[healthwatch]\nsink_stalled_after = \"0s\"",
             "healthwatch.sink_stalled_after",

@@ -46,6 +46,12 @@ pub struct Recv {
     pub redirect: Option<u16>,
     /// Generic HTTP: requests that arrived at `/elsewhere` (a client that followed a redirect).
     pub followed: usize,
+    /// Generic HTTP and Elasticsearch: refuse every request with this status and body, as a
+    /// proxy in the way or a read-only endpoint does.
+    pub refuse: Option<(u16, String)>,
+    /// Elasticsearch: answer every `_bulk` item with this status and error object, as a
+    /// read-only index (403 `cluster_block_exception`) or a missing one does.
+    pub item_error: Option<(u16, Value)>,
 }
 
 impl Recv {
@@ -87,6 +93,9 @@ fn injected(state: &Shared) -> Option<Response> {
     s.requests += 1;
     if s.down {
         return Some((StatusCode::SERVICE_UNAVAILABLE, "down").into_response());
+    }
+    if let Some((code, body)) = s.refuse.clone() {
+        return Some((StatusCode::from_u16(code).unwrap(), body).into_response());
     }
     if let Some(code) = s.redirect {
         let mut r = StatusCode::from_u16(code)
@@ -221,7 +230,9 @@ let wanted = state.lock().unwrap().expect_auth.clone();
                     let Ok(doc) = serde_json::from_slice::<Value>(pair[1]) else {
                         return (StatusCode::BAD_REQUEST, "source is not JSON").into_response();
                     };
-                    let (status, error) = if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
+                    let (status, error) = if let Some((status, error)) = s.item_error.clone() {
+                        (status, Some(error))
+                    } else if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
                         *n -= 1;
                         (429, Some(json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"})))
                     } else if doc.to_string().contains("MAPPING_BOOM") {

@@ -115,23 +115,31 @@ impl Elasticsearch {
             let Some(item) = item.values().next() else {
                 continue;
             };
-            match item.status {
-                200..=299 | 409 => {}
-                429 | 500..=599 => retry.push(i),
-                status => {
-                    let why = item
-                        .error
-                        .as_ref()
-                        .map(|e| {
-                            format!(
-                                "{} {}: {}",
-                                status,
-                                e["type"].as_str().unwrap_or("error"),
-                                e["reason"].as_str().unwrap_or("")
-                            )
-                        })
-                        .unwrap_or_else(|| status.to_string());
-                    rejected.push((i, why));
+            let why = || {
+                item.error
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            "{} {}: {}",
+                            item.status,
+                            e["type"].as_str().unwrap_or("error"),
+                            e["reason"].as_str().unwrap_or("")
+                        )
+                    })
+                    .unwrap_or_else(|| item.status.to_string())
+            };
+            match item_verdict(item.status) {
+                ItemVerdict::Stored => {}
+                ItemVerdict::Retry => retry.push(i),
+                ItemVerdict::Rejected => rejected.push((i, why())),
+                // A read-only index (`cluster_block_exception`, FORBIDDEN/12), a missing index
+                // with auto-create off, missing privileges: every item gets it, and none of
+                // them is at fault. The whole request waits for an operator.
+                ItemVerdict::RequestRefused => {
+                    return Err(SinkError::needs_operator(format!(
+                        "Elasticsearch refused the bulk request's items: {}",
+                        why()
+                    )))
                 }
             }
         }
@@ -139,5 +147,46 @@ impl Elasticsearch {
             return Ok(Outcome::Delivered);
         }
         Ok(Outcome::Partial { retry, rejected })
+    }
+}
+
+/// What one `_bulk` item's status says.
+#[derive(Debug, PartialEq, Eq)]
+enum ItemVerdict {
+    /// Created, or already there (409: `create` met the same `_id`).
+    Stored,
+    Retry,
+    /// Something about this document (a mapping or parsing error): dead-letter it.
+    Rejected,
+    /// Something about the index or the credentials: nothing a document can fix.
+    RequestRefused,
+}
+
+fn item_verdict(status: u16) -> ItemVerdict {
+    match status {
+        200..=299 | 409 => ItemVerdict::Stored,
+        429 | 500..=599 => ItemVerdict::Retry,
+        400 => ItemVerdict::Rejected,
+        _ => ItemVerdict::RequestRefused,
+    }
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_400_item_is_the_documents_fault() {
+        assert_eq!(item_verdict(201), ItemVerdict::Stored);
+        assert_eq!(item_verdict(409), ItemVerdict::Stored);
+        assert_eq!(item_verdict(429), ItemVerdict::Retry);
+        assert_eq!(item_verdict(400), ItemVerdict::Rejected);
+        for status in [401, 403, 404] {
+            assert_eq!(
+                item_verdict(status),
+                ItemVerdict::RequestRefused,
+                "{status}"
+            );
+        }
     }
 }
