@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, kv, stream};
+use futures::TryStreamExt;
 use oprelay_events::names;
 
 use crate::error::BusError;
@@ -182,6 +183,11 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 
 /// A durable pull consumer with explicit acks that never gives up on a message: undelivered
 /// data must be retried or dead-lettered by the service, never dropped by the server.
+///
+/// An existing consumer is brought in line with the configuration (filter, ack wait, limits):
+/// keeping it as it was would silently ignore, say, a sink's new `feeds`. What changed is
+/// logged. A widened filter delivers what is published from now on; messages the consumer
+/// had already passed over stay passed (JetStream keeps the consumer's position).
 pub async fn ensure_pull_consumer(
     js: &jetstream::Context,
     stream: &str,
@@ -194,7 +200,7 @@ pub async fn ensure_pull_consumer(
         .get_stream(stream)
         .await
         .map_err(|e| provision_error(what())(Box::new(e)))?;
-    let config = consumer::pull::Config {
+    let wanted = consumer::pull::Config {
         durable_name: Some(durable.to_owned()),
         description: Some(format!("oprelay {durable}")),
         ack_policy: consumer::AckPolicy::Explicit,
@@ -204,8 +210,76 @@ pub async fn ensure_pull_consumer(
         filter_subject: filter_subject.unwrap_or_default().to_owned(),
         ..Default::default()
     };
-    stream_handle
-        .get_or_create_consumer(durable, config)
+    // Listed rather than asked for: this client reports "not found" only as error text.
+    let names: Vec<String> = stream_handle
+        .consumer_names()
+        .try_collect()
         .await
-        .map_err(|e| provision_error(what())(Box::new(e)))
+        .map_err(|e| provision_error(what())(Box::new(e)))?;
+    let existing = if names.iter().any(|n| n == durable) {
+        let info = stream_handle
+            .consumer_info(durable)
+            .await
+            .map_err(provision_error(what()))?;
+        Some(info.config)
+    } else {
+        None
+    };
+    match existing {
+        None => stream_handle
+            .create_consumer(wanted)
+            .await
+            .map_err(|e| provision_error(what())(Box::new(e))),
+        Some(have) => {
+            let changes = consumer_changes(&have, &wanted);
+            if changes.is_empty() {
+                return stream_handle
+                    .get_consumer(durable)
+                    .await
+                    .map_err(provision_error(what()));
+            }
+            tracing::warn!(
+                consumer = durable,
+                stream,
+                changes = %changes.join("; "),
+                "updating the consumer to match the configuration"
+            );
+            stream_handle
+                .update_consumer(wanted)
+                .await
+                .map_err(|e| provision_error(format!("update of {}", what()))(Box::new(e)))
+        }
+    }
+}
+
+/// What differs between a consumer's stored config and the wanted one, in words for the log.
+fn consumer_changes(have: &consumer::Config, want: &consumer::pull::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let shown = |s: &str| {
+        if s.is_empty() {
+            "(every subject)".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    if have.filter_subject != want.filter_subject {
+        out.push(format!(
+            "filter {} → {}",
+            shown(&have.filter_subject),
+            shown(&want.filter_subject)
+        ));
+    }
+    if have.ack_wait != want.ack_wait {
+        out.push(format!("ack_wait {:?} → {:?}", have.ack_wait, want.ack_wait));
+    }
+    if have.max_deliver != want.max_deliver {
+        out.push(format!("max_deliver {} → {}", have.max_deliver, want.max_deliver));
+    }
+    if have.max_ack_pending != want.max_ack_pending {
+        out.push(format!(
+            "max_ack_pending {} → {}",
+            have.max_ack_pending, want.max_ack_pending
+        ));
+    }
+    out
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{es_receiver, hec_receiver, http_receiver, serve, Forwarder, Recv, Shared, World};
 use oprelay_events::Feed;
+use oprelay_service::config;
 use oprelay_testkit::eventually;
 
 fn shared() -> Shared {
@@ -708,4 +709,54 @@ async fn request_level_refusals_keep_the_records_until_fixed() {
             "{label}: nothing dead-lettered"
         );
     }
+}
+
+/// A sink's consumer follows its configuration: a restart with another `feeds` filter (or
+/// `ack_wait`) updates the durable consumer instead of silently keeping the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_sink_filter_reaches_its_consumer() {
+    let world = World::start().await;
+    let state = shared();
+    let addr = serve(http_receiver(state.clone(), None)).await;
+    let sink = |feeds: &str, ack_wait: &str| {
+        config::from_toml(&format!(
+            "[nats]\nurl = \"{}\"\nack_wait = \"{ack_wait}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+             [[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nfeeds = {feeds}\n\
+             batch = {{ max_events = 100, timeout = \"100ms\" }}\n",
+            world.nats.url()
+        ))
+        .unwrap()
+    };
+    let usages = world.publish_events(Feed::ItemUsages, 1, 20).await;
+    let fwd = Forwarder::start(sink("[\"item_usages\"]", "2s"));
+    eventually(Duration::from_secs(20), "the item usages", || async {
+        (state.lock().unwrap().lines.len() >= usages.len()).then_some(())
+    })
+    .await;
+    fwd.stop().await;
+
+    let fwd = Forwarder::start(sink("[\"item_usages\", \"audit_events\"]", "3s"));
+    // Audit events published once the sink asks for them reach it.
+    let audits = world.publish_events(Feed::AuditEvents, 1, 20).await;
+    eventually(Duration::from_secs(20), "the audit events", || async {
+        let s = state.lock().unwrap();
+        let got: HashSet<&str> = s
+            .lines
+            .iter()
+            .map(|l| l["p_row_id"].as_str().unwrap())
+            .collect();
+        audits.iter().all(|a| got.contains(a.as_str())).then_some(())
+    })
+    .await;
+    fwd.stop().await;
+    let info = world
+        .bus
+        .jetstream()
+        .get_stream(oprelay_events::names::STREAM_EVENTS)
+        .await
+        .unwrap()
+        .consumer_info(oprelay_events::names::sink_consumer("panther"))
+        .await
+        .unwrap();
+    assert_eq!(info.config.ack_wait, Duration::from_secs(3), "ack_wait updated");
 }
