@@ -270,10 +270,16 @@ fn consumer_changes(have: &consumer::Config, want: &consumer::pull::Config) -> V
         ));
     }
     if have.ack_wait != want.ack_wait {
-        out.push(format!("ack_wait {:?} → {:?}", have.ack_wait, want.ack_wait));
+        out.push(format!(
+            "ack_wait {:?} → {:?}",
+            have.ack_wait, want.ack_wait
+        ));
     }
     if have.max_deliver != want.max_deliver {
-        out.push(format!("max_deliver {} → {}", have.max_deliver, want.max_deliver));
+        out.push(format!(
+            "max_deliver {} → {}",
+            have.max_deliver, want.max_deliver
+        ));
     }
     if have.max_ack_pending != want.max_ack_pending {
         out.push(format!(

@@ -45,6 +45,11 @@ pub struct FeedStatus {
     pub last_event_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub last_error: Option<String>,
+    /// What kind of error `last_error` is, for rules that act on it (healthwatch's token alarm)
+    /// without reading its text: `token_rejected`, `token_unreadable`, `token_invalid`,
+    /// `feed_not_permitted`, `rate_limited`, `server_error`, `transport`, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     #[serde(default)]
     pub consecutive_failures: u32,
     /// The token's `exp` claim, when it has one.

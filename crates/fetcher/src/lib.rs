@@ -27,7 +27,7 @@ use oprelay_service::config::AccountConfig;
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
 
 use crate::api::EventsApi;
-use crate::backoff::BackoffPolicy;
+use crate::backoff::{Backoff, BackoffPolicy};
 use crate::budget::Budget;
 use crate::lease::Leases;
 use crate::metrics::FetcherMetrics;
@@ -94,24 +94,25 @@ pub async fn run_with(
 
     let lease_store = JsonKv::open(&bus, names::BUCKET_LEASES).await?;
     let mut feeds: BTreeMap<String, (Arc<Account>, Feed)> = BTreeMap::new();
-    for account_config in &config.accounts {
-        let setup = setup_account(account_config, &config, &deps, &lease_store, &shutdown).await;
-        let (account, allowed) = match setup {
-            Ok(v) => v,
-            Err(problem) => {
-                // One broken account must not stop the others.
-                tracing::error!(account = %account_config.name, %problem, "account not polled");
-                continue;
-            }
-        };
-        for feed in allowed {
-            feeds.insert(
-                names::feed_key(&account.name, feed),
-                (account.clone(), feed),
-            );
-        }
-    }
-    if feeds.is_empty() {
+    // Accounts whose set-up failed (a token that cannot be read or decoded): retried slowly,
+    // so fixing the Secret is enough, no restart needed.
+    let mut pending: Vec<PendingAccount> = config
+        .accounts
+        .iter()
+        .map(|a| PendingAccount {
+            config: a.clone(),
+            backoff: Backoff::new(options.backoff),
+            retry_at: None,
+        })
+        .collect();
+    let setup = SetupCtx {
+        all: &config,
+        deps: &deps,
+        lease_store: &lease_store,
+        shutdown: &shutdown,
+    };
+    setup.retry(&mut pending, &mut feeds).await;
+    if feeds.is_empty() && pending.is_empty() {
         tracing::warn!(
             "no feed to poll: configure [[accounts]] with a token that can read at least one feed"
         );
@@ -124,9 +125,8 @@ pub async fn run_with(
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("fetcher-{:08x}", rand::random::<u32>()));
     let ttl = config.fetcher.lease_ttl.0;
-    let mut leases = Leases::new(lease_store, &replica_id, ttl, options.clock.clone());
+    let mut leases = Leases::new(lease_store.clone(), &replica_id, ttl, options.clock.clone());
     tracing::info!(replica = %leases.replica_id(), feeds = feeds.len(), "fetcher running");
-    let wanted: Vec<String> = feeds.keys().cloned().collect();
     let interval = options.lease_interval.unwrap_or(ttl / 3);
     // A poller stops publishing this long before its lease expires, so a publish that is under
     // way cannot outlive the lease.
@@ -135,6 +135,8 @@ pub async fn run_with(
     let poll_shutdown = shutdown.child_token();
 
     loop {
+        setup.retry(&mut pending, &mut feeds).await;
+        let wanted: Vec<String> = feeds.keys().cloned().collect();
         match leases.tick(&wanted).await {
             Ok(round) => {
                 // Hand a surplus feed over only once its poller has stopped.
@@ -260,85 +262,182 @@ impl Pollers {
     }
 }
 
-/// Reads the token, works out the base URL and the feeds, and confirms with introspection.
-async fn setup_account(
-    config: &AccountConfig,
-    all: &Config,
-    deps: &Deps,
-    lease_store: &JsonKv,
-    shutdown: &CancellationToken,
-) -> Result<(Arc<Account>, Vec<Feed>), String> {
-    let source = config.token();
-    let token = source
-        .read()
-        .map_err(|e| format!("cannot read the token: {e}"))?;
-    let claims = token::decode(token.expose()).map_err(|e| e.to_string())?;
-    let base_url = config
-        .base_url
-        .clone()
-        .or(claims.base_url.clone())
-        .ok_or("the token names no Events API host (legacy token?); set base_url, e.g. https://events.1password.com")?;
-    let api = EventsApi::new(&base_url, config.api_version).map_err(|e| e.to_string())?;
-    let budget = Budget::new(
-        &config.name,
-        all.fetcher.requests_per_minute,
-        all.fetcher.requests_per_hour,
-        lease_store.clone(),
-        deps.clock.clone(),
-    );
-    // Introspection counts against the token's rate limit like any other request.
-    if !budget.acquire(shutdown).await {
-        return Err("shutting down".into());
+/// An account not set up yet, and when to try again.
+struct PendingAccount {
+    config: AccountConfig,
+    backoff: Backoff,
+    retry_at: Option<OffsetDateTime>,
+}
+
+/// Why an account could not be set up, with a kind for `FeedStatus::error_kind`.
+struct SetupError {
+    kind: &'static str,
+    message: String,
+}
+
+impl SetupError {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        SetupError {
+            kind,
+            message: message.into(),
+        }
     }
-    let features = match api.introspect(&token).await {
-        Ok(i) => {
-            tracing::info!(account = %config.name, features = ?i.features, "token confirmed by introspection");
-            Some(
-                i.features
-                    .iter()
-                    .filter_map(|f| Feed::from_api_name(f))
-                    .collect::<Vec<_>>(),
-            )
+}
+
+/// What setting up an account needs.
+struct SetupCtx<'a> {
+    all: &'a Config,
+    deps: &'a Deps,
+    lease_store: &'a JsonKv,
+    shutdown: &'a CancellationToken,
+}
+
+impl SetupCtx<'_> {
+    /// Tries every pending account whose time has come; those set up join `feeds`, the others
+    /// get their feeds' status rows with the error and wait longer.
+    async fn retry(
+        &self,
+        pending: &mut Vec<PendingAccount>,
+        feeds: &mut BTreeMap<String, (Arc<Account>, Feed)>,
+    ) {
+        let now = self.deps.clock.now();
+        let mut still = Vec::new();
+        for mut p in pending.drain(..) {
+            if p.retry_at.is_some_and(|t| t > now) {
+                still.push(p);
+                continue;
+            }
+            match self.setup_account(&p.config).await {
+                Ok((account, allowed)) => {
+                    for feed in allowed {
+                        feeds.insert(
+                            names::feed_key(&account.name, feed),
+                            (account.clone(), feed),
+                        );
+                    }
+                }
+                Err(e) => {
+                    // One broken account must not stop the others.
+                    let wait = p.backoff.next(crate::api::Recovery::Slow);
+                    tracing::error!(account = %p.config.name, problem = %e.message, kind = e.kind, retry_in = ?wait, "account not polled yet");
+                    self.report(&p.config, &e, p.backoff.failures()).await;
+                    p.retry_at = Some(now + wait);
+                    still.push(p);
+                }
+            }
         }
-        Err(e) => {
-            tracing::warn!(account = %config.name, error = %e, "introspection failed; using the token's own claims");
-            claims.features.clone()
-        }
-    };
-    let wanted = config
-        .feeds
-        .clone()
-        .unwrap_or_else(|| features.clone().unwrap_or_else(|| Feed::ALL.to_vec()));
-    let mut allowed = Vec::new();
-    for feed in wanted {
-        let permitted = features.as_ref().is_none_or(|f| f.contains(&feed));
-        if permitted {
-            allowed.push(feed);
-        } else {
-            let problem = format!(
-                "the token is not allowed to read {feed} (its features: {}); issue a token with this feature or remove it from feeds",
-                features.as_ref().map(|f| f.iter().map(|x| x.api_name()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
-            );
-            tracing::error!(account = %config.name, %feed, "{problem}");
-            let status = FeedStatus {
-                last_poll_at: Some(deps.clock.now()),
-                last_error: Some(problem),
-                token_expires_at: claims.expires_at,
-                ..FeedStatus::default()
-            };
-            let _ = deps
+        *pending = still;
+    }
+
+    /// Writes the set-up error into the status row of every feed the account would poll.
+    async fn report(&self, config: &AccountConfig, e: &SetupError, failures: u32) {
+        let feeds = config.feeds.clone().unwrap_or_else(|| Feed::ALL.to_vec());
+        for feed in feeds {
+            let key = names::fetch_status_key(&config.name, feed);
+            let previous = self
+                .deps
                 .status
-                .put(&names::fetch_status_key(&config.name, feed), &status)
-                .await;
+                .get::<FeedStatus>(&key)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.value)
+                .unwrap_or_default();
+            let status = FeedStatus {
+                last_poll_at: Some(self.deps.clock.now()),
+                last_error: Some(e.message.clone()),
+                error_kind: Some(e.kind.to_owned()),
+                consecutive_failures: failures,
+                ..previous
+            };
+            if let Err(err) = self.deps.status.put(&key, &status).await {
+                tracing::warn!(error = %err, "cannot record feed status");
+            }
         }
     }
-    let account = Arc::new(Account {
-        name: config.name.clone(),
-        config: config.clone(),
-        api,
-        token: source,
-        budget,
-        token_expires_at: claims.expires_at,
-    });
-    Ok((account, allowed))
+
+    /// Reads the token, works out the base URL and the feeds, and confirms with introspection.
+    async fn setup_account(
+        &self,
+        config: &AccountConfig,
+    ) -> Result<(Arc<Account>, Vec<Feed>), SetupError> {
+        let (all, deps) = (self.all, self.deps);
+        let source = config.token();
+        let token = source.read().map_err(|e| {
+            SetupError::new("token_unreadable", format!("cannot read the token: {e}"))
+        })?;
+        let claims = token::decode(token.expose())
+            .map_err(|e| SetupError::new("token_invalid", e.to_string()))?;
+        let base_url = config.base_url.clone().or(claims.base_url.clone()).ok_or_else(|| {
+            SetupError::new(
+                "token_invalid",
+                "the token names no Events API host (legacy token?); set base_url, e.g. https://events.1password.com",
+            )
+        })?;
+        let api = EventsApi::new(&base_url, config.api_version)
+            .map_err(|e| SetupError::new("config", e.to_string()))?;
+        let budget = Budget::new(
+            &config.name,
+            all.fetcher.requests_per_minute,
+            all.fetcher.requests_per_hour,
+            self.lease_store.clone(),
+            deps.clock.clone(),
+        );
+        // Introspection counts against the token's rate limit like any other request.
+        if !budget.acquire(self.shutdown).await {
+            return Err(SetupError::new("shutdown", "shutting down"));
+        }
+        let features = match api.introspect(&token).await {
+            Ok(i) => {
+                tracing::info!(account = %config.name, features = ?i.features, "token confirmed by introspection");
+                Some(
+                    i.features
+                        .iter()
+                        .filter_map(|f| Feed::from_api_name(f))
+                        .collect::<Vec<_>>(),
+                )
+            }
+            Err(e) => {
+                tracing::warn!(account = %config.name, error = %e, "introspection failed; using the token's own claims");
+                claims.features.clone()
+            }
+        };
+        let wanted = config
+            .feeds
+            .clone()
+            .unwrap_or_else(|| features.clone().unwrap_or_else(|| Feed::ALL.to_vec()));
+        let mut allowed = Vec::new();
+        for feed in wanted {
+            let permitted = features.as_ref().is_none_or(|f| f.contains(&feed));
+            if permitted {
+                allowed.push(feed);
+            } else {
+                let problem = format!(
+                    "the token is not allowed to read {feed} (its features: {}); issue a token with this feature or remove it from feeds",
+                    features.as_ref().map(|f| f.iter().map(|x| x.api_name()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                );
+                tracing::error!(account = %config.name, %feed, "{problem}");
+                let status = FeedStatus {
+                    last_poll_at: Some(deps.clock.now()),
+                    last_error: Some(problem),
+                    error_kind: Some("feed_not_permitted".to_owned()),
+                    token_expires_at: claims.expires_at,
+                    ..FeedStatus::default()
+                };
+                let _ = deps
+                    .status
+                    .put(&names::fetch_status_key(&config.name, feed), &status)
+                    .await;
+            }
+        }
+        let account = Arc::new(Account {
+            name: config.name.clone(),
+            config: config.clone(),
+            api,
+            token: source,
+            budget,
+            token_expires_at: claims.expires_at,
+        });
+        Ok((account, allowed))
+    }
 }

@@ -514,6 +514,7 @@ impl Poller {
         let now = self.deps.clock.now();
         self.status.last_poll_at = Some(now);
         self.status.last_error = Some(error.clone());
+        self.status.error_kind = Some(kind.to_owned());
         self.status.consecutive_failures = self.backoff.failures();
         self.deps
             .metrics
@@ -541,6 +542,7 @@ impl Poller {
         self.status.last_poll_at = Some(now);
         self.status.last_success_at = Some(now);
         self.status.last_error = None;
+        self.status.error_kind = None;
         self.status.consecutive_failures = 0;
         self.deps
             .metrics

@@ -147,3 +147,50 @@ async fn a_revoked_token_is_reported_and_a_new_one_picked_up_from_the_file() {
     fetcher.stop().await;
     world.assert_exactly_once(&[Feed::AuditEvents], 500).await;
 }
+
+/// A token that cannot be read or decoded at start does not drop the account until the next
+/// restart: its feeds get a status row with the error's kind (so the token alarm fires), the
+/// account is retried slowly, and a fixed token file is picked up without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_token_at_start_is_reported_and_retried_until_fixed() {
+    let world = World::start(SimConfig {
+        backfill: 300,
+        ..SimConfig::default()
+    })
+    .await;
+    let config = world.config("page_size = 100");
+    let token = std::fs::read_to_string(world.token_path()).unwrap();
+    std::fs::write(world.token_path(), "not a token\n").unwrap();
+    let fetcher = Running::start(config, Clock::System);
+    let statuses = eventually(Duration::from_secs(20), "the status bucket", || async {
+        JsonKv::open(&world.bus, names::BUCKET_STATUS).await.ok()
+    })
+    .await;
+    let acme = AccountName::new("acme").unwrap();
+    for feed in Feed::ALL {
+        let key = names::fetch_status_key(&acme, feed);
+        let status = eventually(Duration::from_secs(20), "a status row", || async {
+            statuses
+                .get::<FeedStatus>(&key)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.value)
+        })
+        .await;
+        assert_eq!(
+            status.error_kind.as_deref(),
+            Some("token_invalid"),
+            "{feed}"
+        );
+        assert!(status.last_error.is_some());
+    }
+    // The operator fixes the Secret; the fetcher notices on its own.
+    std::fs::write(world.token_path(), token).unwrap();
+    eventually(Duration::from_secs(30), "the backfill", || async {
+        (world.raw_count().await >= 900).then_some(())
+    })
+    .await;
+    fetcher.stop().await;
+    world.assert_exactly_once(&Feed::ALL, 300).await;
+}

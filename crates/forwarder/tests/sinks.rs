@@ -745,7 +745,10 @@ async fn a_changed_sink_filter_reaches_its_consumer() {
             .iter()
             .map(|l| l["p_row_id"].as_str().unwrap())
             .collect();
-        audits.iter().all(|a| got.contains(a.as_str())).then_some(())
+        audits
+            .iter()
+            .all(|a| got.contains(a.as_str()))
+            .then_some(())
     })
     .await;
     fwd.stop().await;
@@ -758,5 +761,9 @@ async fn a_changed_sink_filter_reaches_its_consumer() {
         .consumer_info(oprelay_events::names::sink_consumer("panther"))
         .await
         .unwrap();
-    assert_eq!(info.config.ack_wait, Duration::from_secs(3), "ack_wait updated");
+    assert_eq!(
+        info.config.ack_wait,
+        Duration::from_secs(3),
+        "ack_wait updated"
+    );
 }

@@ -341,13 +341,11 @@ async fn evaluate(ctx: &Ctx) -> Result<(), BusError> {
                 last_event_at: None,
             },
             Some(s) => match &s.last_error {
-                Some(e) if e.starts_with("token rejected") || e.contains("not allowed to read") => {
-                    Observation {
-                        state: AlarmState::Alarm,
-                        message: format!("{what}: {e}"),
-                        last_event_at: s.last_event_at,
-                    }
-                }
+                Some(e) if is_token_problem(s.error_kind.as_deref(), e) => Observation {
+                    state: AlarmState::Alarm,
+                    message: format!("{what}: {e}"),
+                    last_event_at: s.last_event_at,
+                },
                 _ => Observation {
                     state: AlarmState::Ok,
                     message: format!("{what}: token accepted"),
@@ -661,4 +659,36 @@ async fn notify_record(
         }
     }
     Pass::Done
+}
+
+/// Whether a fetcher's error is about its token. Fetchers record the error's kind; rows
+/// written by fetchers from before the kind existed are judged by their text.
+fn is_token_problem(kind: Option<&str>, text: &str) -> bool {
+    match kind {
+        Some(k) => matches!(
+            k,
+            "token_rejected" | "token_unreadable" | "token_invalid" | "feed_not_permitted"
+        ),
+        None => text.starts_with("token rejected") || text.contains("not allowed to read"),
+    }
+}
+
+#[cfg(test)]
+mod token_problem_tests {
+    use super::is_token_problem;
+
+    #[test]
+    fn the_kind_decides_and_the_text_only_for_old_rows() {
+        assert!(is_token_problem(
+            Some("token_unreadable"),
+            "cannot read the token"
+        ));
+        assert!(is_token_problem(Some("feed_not_permitted"), "whatever"));
+        assert!(!is_token_problem(
+            Some("server_error"),
+            "token rejected (401)"
+        ));
+        assert!(is_token_problem(None, "token rejected (401): invalid"));
+        assert!(!is_token_problem(None, "HTTP 503"));
+    }
 }

@@ -428,6 +428,7 @@ async fn fetcher_reports_drive_token_expiring_and_fetch_failing() {
         last_success_at: Some(now),
         last_event_at: Some(now),
         last_error: (failures > 0).then(|| "HTTP 503 from the Events API".to_owned()),
+        error_kind: (failures > 0).then(|| "server_error".to_owned()),
         consecutive_failures: failures,
         token_expires_at: Some(now + time::Duration::days(expires_in_days)),
     };
@@ -671,4 +672,47 @@ async fn a_revoked_token_fires_token_rejected_and_resolves_when_it_is_back() {
     fetch_stop.cancel();
     task.await.unwrap().unwrap();
     fetcher.await.unwrap().unwrap();
+}
+
+/// The token alarm follows the kind of the fetcher's error, not its wording: a token file that
+/// cannot be read (a Secret not mounted) fires it as a rejected token does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_token_fires_token_rejected_by_its_error_kind() {
+    let world = World::start().await;
+    let hook = Shared::default();
+    let url = webhook(hook.clone()).await;
+    let status = JsonKv::open(&world.bus, names::BUCKET_STATUS)
+        .await
+        .unwrap();
+    let now = world.clock.now();
+    let unreadable = FeedStatus {
+        last_poll_at: Some(now),
+        last_error: Some(
+            "cannot read the token: /etc/oprelay/tokens/acme: No such file or directory".into(),
+        ),
+        error_kind: Some("token_unreadable".into()),
+        consecutive_failures: 1,
+        ..FeedStatus::default()
+    };
+    status
+        .put("fetch.acme.item_usages", &unreadable)
+        .await
+        .unwrap();
+    let (stop, task) = world.healthwatch(world.config(&url, ""), "hw-1");
+    world
+        .drive("token_rejected", || async {
+            notifications(&hook, "token_rejected") == ["ALARM"]
+        })
+        .await;
+    let record = world
+        .record("token_rejected.acme.item_usages")
+        .await
+        .unwrap();
+    assert!(
+        record.alarm.message.contains("cannot read the token"),
+        "{}",
+        record.alarm.message
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
 }
