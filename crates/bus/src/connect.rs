@@ -8,8 +8,9 @@ use oprelay_events::Secret;
 
 use crate::error::BusError;
 
-/// How to reach NATS. Services build it from the `[nats]` config section.
-#[derive(Clone, Debug, Default)]
+/// How to reach NATS. Services build it from the `[nats]` config section. Its `Debug` shows
+/// the URL without credentials.
+#[derive(Clone, Default)]
 pub struct NatsSettings {
     pub url: String,
     pub user: Option<String>,
@@ -21,6 +22,76 @@ pub struct NatsSettings {
     pub tls_key: Option<PathBuf>,
     /// Shown in the server's connection list (`nats server report connections`).
     pub client_name: Option<String>,
+}
+
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "(redacted)"))
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("client_name", &self.client_name)
+            .finish()
+    }
+}
+
+/// Credentials written into a NATS URL (`nats://user:pass@host`, `nats://token@host`).
+#[derive(Debug, PartialEq, Eq)]
+enum UrlCredentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// Splits credentials out of a (comma-separated) NATS URL: the URL without them, for the
+/// client and for logs, and the credentials of the first server that has any. The client this
+/// project uses does not read credentials from the URL itself, and a URL with a password must
+/// never be printed.
+fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) {
+    let mut found = None;
+    let mut clean = Vec::new();
+    for part in urls.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let with_scheme = if part.contains("://") {
+            part.to_owned()
+        } else {
+            format!("nats://{part}")
+        };
+        let Ok(mut parsed) = url::Url::parse(&with_scheme) else {
+            // Not a URL we can read: keep it out of logs entirely if it might hold a secret.
+            clean.push(if part.contains('@') {
+                "(unreadable URL)".to_owned()
+            } else {
+                part.to_owned()
+            });
+            continue;
+        };
+        let user = parsed.username().to_owned();
+        let password = parsed.password().map(str::to_owned);
+        if found.is_none() && !user.is_empty() {
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            found = Some(match password {
+                Some(p) => UrlCredentials::UserPassword(decode(&user), decode(&p)),
+                None => UrlCredentials::Token(decode(&user)),
+            });
+        }
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+        clean.push(parsed.to_string().trim_end_matches('/').to_owned());
+    }
+    (clean.join(","), found)
+}
+
+/// The URL as it may be shown: without any user, password or token in it.
+pub fn redact_url(urls: &str) -> String {
+    split_credentials(urls).0
 }
 
 /// After the first connection, reconnect forever: exponential from 100 ms, capped at 5 s, with
@@ -62,11 +133,18 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
     if let Some(name) = &settings.client_name {
         opts = opts.name(name);
     }
+    let (url, in_url) = split_credentials(&settings.url);
     match (&settings.user, &settings.password) {
         (Some(user), Some(password)) => {
             opts = opts.user_and_password(user.clone(), password.expose().to_owned());
         }
-        (None, None) => {}
+        (None, None) => match in_url {
+            Some(UrlCredentials::UserPassword(user, password)) => {
+                opts = opts.user_and_password(user, password);
+            }
+            Some(UrlCredentials::Token(token)) => opts = opts.token(token),
+            None => {}
+        },
         _ => {
             return Err(BusError::Settings(
                 "nats.user and the password must be set together".into(),
@@ -97,13 +175,13 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
             ))
         }
     }
-    opts.connect(&settings.url).await.map_err(|e| {
+    opts.connect(url.as_str()).await.map_err(|e| {
         let retryable = matches!(
             e.kind(),
             ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
         );
         BusError::Connect {
-            url: settings.url.clone(),
+            url: url.clone(),
             source: Box::new(e),
             retryable,
         }
@@ -113,6 +191,21 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_come_out_of_the_url_and_never_stay_in_it() {
+        let (url, creds) = split_credentials("nats://svc:p%40ss@nats-0:4222,nats://nats-1:4222");
+        assert_eq!(url, "nats://nats-0:4222,nats://nats-1:4222");
+        assert_eq!(
+            creds,
+            Some(UrlCredentials::UserPassword("svc".into(), "p@ss".into()))
+        );
+        let (url, creds) = split_credentials("tls://s3cr3t-token@nats:4222");
+        assert_eq!(url, "tls://nats:4222");
+        assert_eq!(creds, Some(UrlCredentials::Token("s3cr3t-token".into())));
+        assert_eq!(redact_url("127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact_url("nats://nats:4222"), "nats://nats:4222");
+    }
 
     #[test]
     fn reconnect_delay_grows_and_is_capped() {

@@ -16,7 +16,7 @@ use serde::Serialize;
 use oprelay_events::names::header;
 
 pub use async_nats;
-pub use connect::{connect, install_crypto_provider, NatsSettings};
+pub use connect::{connect, install_crypto_provider, redact_url, NatsSettings};
 pub use error::BusError;
 pub use topology::{ensure_pull_consumer, provision, Topology};
 

@@ -210,7 +210,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "config OK: {} account(s), {} sink(s), NATS at {}",
                 cfg.accounts.len(),
                 cfg.sinks.len(),
-                cfg.nats.url
+                oprelay_bus::redact_url(&cfg.nats.url)
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
@@ -190,6 +190,7 @@ pub struct EventsApi {
     http: reqwest::Client,
     base_url: String,
     version: ApiVersion,
+    max_body: usize,
 }
 
 impl EventsApi {
@@ -207,6 +208,7 @@ impl EventsApi {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             version,
+            max_body: MAX_RESPONSE_BODY,
         })
     }
 
@@ -234,13 +236,13 @@ impl EventsApi {
         let resp = self
             .http
             .get(url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(AUTHORIZATION, bearer(token)?)
             .send()
             .await
             .map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = read_body(resp, self.max_body).await?;
         check_status(status.as_u16(), &headers, &body, url)?;
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::Malformed(format!("introspection: {e}")))
@@ -262,7 +264,7 @@ impl EventsApi {
         let resp = self
             .http
             .post(&url)
-            .header(AUTHORIZATION, format!("Bearer {}", token.expose()))
+            .header(AUTHORIZATION, bearer(token)?)
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
@@ -270,10 +272,49 @@ impl EventsApi {
             .map_err(transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
+        let body = read_body(resp, self.max_body).await?;
         check_status(status, &headers, &body, &url)?;
         FetchedPage::parse(body)
     }
+
+    /// The largest response body read; see [`MAX_RESPONSE_BODY`].
+    pub fn with_max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+}
+
+/// The most of a response body the fetcher reads. A page of 1 000 events is 1–3 MB; anything
+/// far beyond is not a page, and reading it whole could exhaust the pod's memory.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024 * 1024;
+
+/// Reads a response body up to `limit` bytes; more is an error, not an allocation.
+async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::Malformed(format!(
+            "the response announces {} bytes, more than the {limit} a page can be",
+            resp.content_length().unwrap_or_default()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::Malformed(format!(
+                "the response is more than the {limit} bytes a page can be"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The `Authorization` header, marked sensitive so no debug output of the request shows it.
+fn bearer(token: &Secret) -> Result<HeaderValue, ApiError> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+        ApiError::Malformed("the token has characters a header cannot carry".into())
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn transport(e: reqwest::Error) -> ApiError {
@@ -435,6 +476,13 @@ mod tests {
             (0, "d"),
             "the cursor still goes"
         );
+    }
+
+    #[test]
+    fn the_authorization_header_is_sensitive() {
+        let v = bearer(&Secret::new("eyJ.secret.part".to_owned())).unwrap();
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("secret"), "{v:?}");
     }
 
     #[test]

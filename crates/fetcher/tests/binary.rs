@@ -233,3 +233,64 @@ async fn a_replica_frozen_past_its_lease_neither_loses_nor_duplicates() {
     );
     assert!(b_logs.contains("lease claimed"), "b took the feed over");
 }
+
+/// A NATS URL that carries a password (`nats://user:pass@host`) never reaches the logs, at
+/// any level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_nats_url_is_never_logged() {
+    const PASSWORD: &str = "pw-Zq8rT2mVx";
+    let nats = oprelay_testkit::NatsServer::start_with_config(&format!(
+        "authorization {{\n  user: svc\n  password: {PASSWORD}\n}}\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("oprelay.toml");
+    let url = nats
+        .url()
+        .replace("nats://", &format!("nats://svc:{PASSWORD}@"));
+    std::fs::write(
+        &config_path,
+        format!("[nats]\nurl = \"{url}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"trace\"\n"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(binary("oprelay-fetcher"));
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "trace");
+    let (mut child, logs) = spawn_capturing(cmd);
+    // Readiness is logged once connected; SIGTERM after it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let bus = loop {
+        match oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+            url: url.clone(),
+            ..Default::default()
+        })
+        .await
+        {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the fetcher's lease bucket",
+        || async {
+            oprelay_bus::JsonKv::open(&bus, oprelay_events::names::BUCKET_LEASES)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    assert!(terminate(&mut child).await.success());
+    let logs = logs.join().unwrap();
+    assert!(
+        logs.contains("connected to NATS"),
+        "the connection is logged:\n{logs}"
+    );
+    assert!(
+        !logs.contains(PASSWORD),
+        "the NATS password leaked:\n{logs}"
+    );
+}

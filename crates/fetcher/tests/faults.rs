@@ -194,3 +194,38 @@ async fn an_unreadable_token_at_start_is_reported_and_retried_until_fixed() {
     fetcher.stop().await;
     world.assert_exactly_once(&Feed::ALL, 300).await;
 }
+
+/// A response bigger than a page can be is refused, not read into memory whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_over_the_body_limit_is_refused() {
+    use oprelay_fetcher::api::{ApiError, EventsApi};
+    use oprelay_service::config::ApiVersion;
+    let world = World::start(SimConfig {
+        backfill: 100,
+        ..SimConfig::default()
+    })
+    .await;
+    let api = EventsApi::new(&world.sim.url(), ApiVersion::V2)
+        .unwrap()
+        .with_max_body(10_000);
+    let request = oprelay_events::CursorRequest::Reset {
+        limit: Some(100),
+        start_time: Some("2000-01-01T00:00:00Z".into()),
+        end_time: None,
+    };
+    let token = oprelay_events::Secret::new(world.token.clone());
+    let err = api
+        .fetch(Feed::ItemUsages, &request, &token)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ApiError::Malformed(m) if m.contains("more than the 10000")),
+        "{err}"
+    );
+    let page = EventsApi::new(&world.sim.url(), ApiVersion::V2)
+        .unwrap()
+        .fetch(Feed::ItemUsages, &request, &token)
+        .await
+        .expect("the default limit takes a whole page");
+    assert_eq!(page.count, 100);
+}

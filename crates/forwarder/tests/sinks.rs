@@ -767,3 +767,40 @@ async fn a_changed_sink_filter_reaches_its_consumer() {
         "ack_wait updated"
     );
 }
+
+/// A header whose value is a secret comes from a file (a mounted Secret), re-read before each
+/// request, so rotating it needs no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_header_comes_from_its_file_and_follows_rotation() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().expect_header = Some(("x-api-key".into(), "key-1".into()));
+    let addr = serve(http_receiver(state.clone(), None)).await;
+    let key_file = world.dir.path().join("panther-key");
+    std::fs::write(&key_file, "key-1\n").unwrap();
+    let first = world.publish_events(Feed::ItemUsages, 1, 10).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\n\
+         headers_from_files = {{ \"X-API-Key\" = \"{}\" }}\nbatch = {{ max_events = 10, timeout = \"100ms\" }}\n",
+        key_file.display()
+    ));
+    let fwd = Forwarder::start_quick_operator_retry(config);
+    eventually(Duration::from_secs(20), "the first records", || async {
+        (state.lock().unwrap().lines.len() >= first.len()).then_some(())
+    })
+    .await;
+    // The key is rotated at the receiver and in the Secret.
+    state.lock().unwrap().expect_header = Some(("x-api-key".into(), "key-2".into()));
+    std::fs::write(&key_file, "key-2\n").unwrap();
+    let second = world.publish_events(Feed::AuditEvents, 1, 10).await;
+    eventually(
+        Duration::from_secs(20),
+        "the records after the rotation",
+        || async {
+            (state.lock().unwrap().lines.len() >= first.len() + second.len()).then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+    assert!(world.dlq().await.is_empty());
+}

@@ -30,7 +30,9 @@ impl Notifier {
         Ok(Notifier {
             name: format!("{prefix}-{index}"),
             kind,
-            url: config.url.clone(),
+            url: config
+                .endpoint(&format!("healthwatch.notify[{index}]"))
+                .map_err(|e| e.to_string())?,
             // A redirect would turn the POST into a bodiless GET and its 200 would count as
             // notified; follow none, so a moved webhook shows as a failing one.
             http: reqwest::Client::builder()
@@ -128,7 +130,8 @@ mod tests {
             0,
             &NotifyConfig {
                 kind: NotifyType::Slack,
-                url: "https://hooks.slack.example/x".into(),
+                url: Some("https://hooks.slack.example/x".into()),
+                url_file: None,
             },
         )
         .unwrap();
@@ -152,12 +155,31 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_webhook_url_comes_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slack-url");
+        std::fs::write(&path, "https://hooks.slack.example/T0/B0/secret\n").unwrap();
+        let from_file = |url_file| NotifyConfig {
+            kind: NotifyType::Slack,
+            url: None,
+            url_file: Some(url_file),
+        };
+        let n = Notifier::new(0, &from_file(path)).unwrap();
+        assert_eq!(n.url, "https://hooks.slack.example/T0/B0/secret");
+        let err = Notifier::new(0, &from_file(dir.path().join("missing")))
+            .err()
+            .unwrap();
+        assert!(err.contains("healthwatch.notify[0].url_file"), "{err}");
+    }
+
+    #[test]
     fn webhook_body_is_the_alarm_and_the_notification() {
         let n = Notifier::new(
             1,
             &NotifyConfig {
                 kind: NotifyType::Webhook,
-                url: "https://hooks.example/x".into(),
+                url: Some("https://hooks.example/x".into()),
+                url_file: None,
             },
         )
         .unwrap();

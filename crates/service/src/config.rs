@@ -422,6 +422,9 @@ pub struct SinkConfig {
     pub address: Option<String>,
     pub transport: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+    /// Headers whose values are secrets, each read from a file (a mounted Secret) before every
+    /// request, as tokens are: `{ "X-API-Key" = "/etc/oprelay/sinks/panther-key" }`.
+    pub headers_from_files: Option<BTreeMap<String, PathBuf>>,
     pub encoding: Option<String>,
     pub gzip: Option<bool>,
     pub path: Option<PathBuf>,
@@ -512,7 +515,33 @@ pub enum NotifyType {
 pub struct NotifyConfig {
     #[serde(rename = "type")]
     pub kind: NotifyType,
-    pub url: String,
+    /// The endpoint. Slack webhook URLs are secrets: prefer `url_file`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// A file holding the endpoint (a mounted Secret), read when healthwatch starts.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+}
+
+impl NotifyConfig {
+    /// The endpoint: `url`, or the first line of `url_file`.
+    pub fn endpoint(&self, key: &str) -> Result<String, ConfigError> {
+        match (&self.url, &self.url_file) {
+            (Some(u), None) => Ok(u.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(
+                        format!("{key}.url_file"),
+                        format!("{} cannot be read: {}", path.display(), e.kind()),
+                    )
+                })?;
+                let url = text.trim().to_owned();
+                check_url(&format!("{key}.url_file"), &url)?;
+                Ok(url)
+            }
+            _ => Err(ConfigError::new(key, "set exactly one of url and url_file")),
+        }
+    }
 }
 
 /// Loads and validates the configuration. `path` is `--config`; `OPRELAY_CONFIG` is read by
@@ -747,7 +776,12 @@ impl Config {
             )?;
         }
         for (i, n) in hw.notify.iter().enumerate() {
-            check_url(&format!("healthwatch.notify[{i}].url"), &n.url)?;
+            let key = format!("healthwatch.notify[{i}]");
+            match (&n.url, &n.url_file) {
+                (Some(url), None) => check_url(&format!("{key}.url"), url)?,
+                (None, Some(_)) => {}
+                _ => return Err(ConfigError::new(key, "set exactly one of url and url_file")),
+            }
         }
         Ok(())
     }
@@ -917,6 +951,7 @@ impl SinkConfig {
             ("address", self.address.is_some()),
             ("transport", self.transport.is_some()),
             ("headers", self.headers.is_some()),
+            ("headers_from_files", self.headers_from_files.is_some()),
             ("encoding", self.encoding.is_some()),
             ("gzip", self.gzip.is_some()),
             ("path", self.path.is_some()),
@@ -951,6 +986,7 @@ impl SinkConfig {
                 &[
                     "endpoint",
                     "headers",
+                    "headers_from_files",
                     "token_file",
                     "token_env",
                     "username",

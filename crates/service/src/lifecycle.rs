@@ -180,7 +180,7 @@ pub async fn start(
         }
     };
     health.set_ready(&bus);
-    tracing::info!(url = %settings.url, "connected to NATS; topology provisioned");
+    tracing::info!(url = %oprelay_bus::redact_url(&settings.url), "connected to NATS; topology provisioned");
     Ok(Some(Started {
         bus,
         health,

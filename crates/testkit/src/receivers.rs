@@ -49,6 +49,8 @@ pub struct Recv {
     /// Generic HTTP and Elasticsearch: refuse every request with this status and body, as a
     /// proxy in the way or a read-only endpoint does.
     pub refuse: Option<(u16, String)>,
+    /// Generic HTTP: a header every request must carry with this value, else 401.
+    pub expect_header: Option<(String, String)>,
     /// Elasticsearch: answer every `_bulk` item with this status and error object, as a
     /// read-only index (403 `cluster_block_exception`) or a missing one does.
     pub item_error: Option<(u16, Value)>,
@@ -123,6 +125,14 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                 move |State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
                     if let Some(r) = injected(&state) {
                         return r;
+                    }
+                    let wanted = state.lock().unwrap().expect_header.clone();
+                    if let Some((name, value)) = wanted {
+                        if headers.get(name.as_str()).and_then(|v| v.to_str().ok())
+                            != Some(value.as_str())
+                        {
+                            return (StatusCode::UNAUTHORIZED, "missing API key").into_response();
+                        }
                     }
                     if let Some(t) = token {
                         if headers.get("authorization").and_then(|v| v.to_str().ok())

@@ -222,6 +222,8 @@ pub struct HttpSink {
     client: reqwest::Client,
     endpoint: String,
     headers: HeaderMap,
+    /// Headers whose values are read from files before each request (secrets, rotatable).
+    secret_headers: Vec<(HeaderName, SecretSource)>,
     auth: Credentials,
     json_array: bool,
     gzip: bool,
@@ -236,6 +238,12 @@ impl HttpSink {
             let value = HeaderValue::from_str(v)
                 .map_err(|_| format!("headers.{k}: not a valid header value"))?;
             headers.insert(name, value);
+        }
+        let mut secret_headers = Vec::new();
+        for (k, path) in config.headers_from_files.iter().flatten() {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("headers_from_files: `{k}` is not a header name"))?;
+            secret_headers.push((name, SecretSource::File(path.clone())));
         }
         let json_array = config.encoding.as_deref() == Some("json_array");
         headers.insert(
@@ -257,6 +265,7 @@ impl HttpSink {
                 .clone()
                 .ok_or("an http sink needs `endpoint`")?,
             headers,
+            secret_headers,
             auth,
             json_array,
             gzip: config.gzip.unwrap_or(false),
@@ -282,6 +291,16 @@ impl HttpSink {
             }
         }
         let mut headers = self.headers.clone();
+        for (name, source) in &self.secret_headers {
+            let secret = read_secret(source, name.as_str())?;
+            let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| {
+                SinkError::needs_operator(format!(
+                    "headers_from_files.{name}: the file holds characters a header cannot carry"
+                ))
+            })?;
+            v.set_sensitive(true);
+            headers.insert(name.clone(), v);
+        }
         self.auth.apply(&mut headers)?;
         post(&self.client, &self.endpoint, headers, body, self.gzip).await?;
         Ok(Outcome::Delivered)
