@@ -8,6 +8,16 @@ test:
     cargo clippy --workspace --all-targets --quiet -- -D warnings
     cargo test --workspace
 
+# The bus, cluster and end-to-end tests on every supported nats-server (scripts/nats-versions).
+test-nats-matrix:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for version in $(grep -v '^#' scripts/nats-versions); do
+      echo "== nats-server $version"
+      NATS_SERVER_BIN="$PWD/target/nats/$version/bin/nats-server" \
+        cargo test --quiet -p oprelay-bus -p oprelay-e2e
+    done
+
 # The local demo: the whole pipeline against the 1Password simulator, into a file sink.
 demo:
     cargo build --release --quiet -p opsim -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl -p oprelay-testkit

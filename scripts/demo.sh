@@ -26,7 +26,8 @@ nats_port=$(free_port)
 sim_port=$(free_port)
 recv_port=$(free_port)
 
-nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+newest=$(grep -v '^#' "$(dirname "$0")/nats-versions" | head -1)
+nats_bin=${NATS_SERVER_BIN:-target/nats/$newest/bin/nats-server}
 "$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
 pids+=($!)
 

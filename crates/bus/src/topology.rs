@@ -1,4 +1,4 @@
-//! The streams, buckets and consumers of DESIGN.md, created idempotently.
+//! The streams, buckets and consumers of `docs/architecture.md`, created idempotently.
 //!
 //! Whichever service starts first provisions everything; the others find it there. Creating a
 //! stream or bucket that exists with the same settings is a no-op on the server, so two services

@@ -1,7 +1,7 @@
 //! A field that 1Password may send, send as `null`, or leave out.
 //!
 //! `Option<T>` cannot tell `"details": null` from a missing `details`, so a parse → serialize
-//! round trip through `Option` would rewrite the event. DESIGN.md promises that original fields
+//! round trip through `Option` would rewrite the event. `docs/architecture.md` promises that original fields
 //! reach the SIEM exactly as 1Password sent them, so every optional field is a [`Field`].
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};

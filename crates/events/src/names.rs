@@ -1,5 +1,5 @@
-//! Every stream, bucket, subject, key, consumer and header name of DESIGN.md, in one place, so
-//! a producer and its consumers cannot drift apart.
+//! Every stream, bucket, subject, key, consumer and header name of `docs/architecture.md`, in
+//! one place, so a producer and its consumers cannot drift apart.
 
 use crate::feed::{AccountName, Feed};
 

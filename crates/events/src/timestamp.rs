@@ -1,7 +1,7 @@
 //! Event timestamps: parsed leniently, kept verbatim, rendered the Panther way.
 //!
 //! 1Password sends RFC 3339 with 0, 3 or 9 fractional digits, `Z` or an offset, depending on the
-//! feed. Detections and the SIEM must see the string 1Password sent (DESIGN.md: original fields
+//! feed. Detections and the SIEM must see the string 1Password sent (`docs/architecture.md`: original fields
 //! are never rewritten), while the `p_*` fields need one UTC rendering. A [`Timestamp`] holds both.
 
 use std::fmt;

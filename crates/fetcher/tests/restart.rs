@@ -383,9 +383,11 @@ async fn an_event_too_big_for_the_bus_is_dead_lettered_and_the_feed_moves_on() {
         error.contains("more than the bus's largest message"),
         "{error}"
     );
-    let first = world.expected(Feed::ItemUsages, 1).remove(0);
+    assert!(error.contains("event 0 of the page"), "{error}");
+    // As much of the event as a message holds (its key order depends on serde_json's features).
+    assert_eq!(letter.payload.len(), world.bus.max_body());
     assert!(
-        String::from_utf8_lossy(&letter.payload).contains(&first),
+        letter.payload.starts_with(b"{\""),
         "the dead letter starts with the event"
     );
 }

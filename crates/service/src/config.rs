@@ -1,4 +1,4 @@
-//! The one TOML file every service reads, layered as DESIGN.md says:
+//! The one TOML file every service reads, layered as `docs/architecture.md` says:
 //! defaults → file (`--config` / `OPRELAY_CONFIG`) → `OPRELAY_…` environment (`__` nests).
 //!
 //! Everything is checked at start: an unknown key, a bad account name, a duration out of range

@@ -19,7 +19,7 @@ use crate::admin::{self, Health, Metrics};
 use crate::config::{self, Config, ConfigError};
 
 /// After SIGTERM, how long `run` may take to finish what is in flight. Kubernetes waits 30 s by
-/// default; DESIGN.md promises exit within 10 s.
+/// default; `docs/architecture.md` promises exit within 10 s.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(9);
 
 #[derive(Parser, Debug)]

