@@ -30,6 +30,15 @@ pub struct AlarmRecord {
     /// The last state each notifier confirmed delivering (`ALARM` or `OK` after an alarm).
     #[serde(default)]
     pub notified: BTreeMap<String, AlarmState>,
+    /// The episode (alarm id) each entry of `notified` was for. Records written before this
+    /// existed have none; their entries count for the current episode.
+    #[serde(default)]
+    pub notified_episode: BTreeMap<String, String>,
+    /// Whether the current episode is open: it entered ALARM and has not resolved. An
+    /// INSUFFICIENT_DATA blip (one failed look) leaves it open, so the ALARM after the blip
+    /// is the same episode: same id, no second notification.
+    #[serde(default)]
+    pub episode_open: bool,
     /// A notifier delivery under way: which replica took it, and until when. Another replica
     /// takes over only after it expires, so two replicas never both send.
     #[serde(default)]
@@ -57,6 +66,8 @@ impl AlarmRecord {
             },
             watching_since: now,
             notified: BTreeMap::new(),
+            notified_episode: BTreeMap::new(),
+            episode_open: false,
             claims: BTreeMap::new(),
             progress: None,
             progress_at: None,
@@ -71,13 +82,19 @@ impl AlarmRecord {
             // would only churn the bucket.
             return None;
         }
-        if seen.state == AlarmState::Alarm {
-            self.alarm.id = format!(
-                "{}-{}-{}",
-                self.alarm.kind,
-                self.scope().replace('.', "-"),
-                now.unix_timestamp()
-            );
+        match seen.state {
+            AlarmState::Alarm if self.episode_open && !self.alarm.id.is_empty() => {}
+            AlarmState::Alarm => {
+                self.alarm.id = format!(
+                    "{}-{}-{}",
+                    self.alarm.kind,
+                    self.scope().replace('.', "-"),
+                    now.unix_timestamp()
+                );
+                self.episode_open = true;
+            }
+            AlarmState::Ok => self.episode_open = false,
+            AlarmState::InsufficientData => {}
         }
         self.alarm.state = seen.state;
         self.alarm.since = now;
@@ -97,12 +114,24 @@ impl AlarmRecord {
         format!("{}.{}", self.alarm.kind, self.scope())
     }
 
-    /// What notifier `name` still owes: the alarm, or its resolution. One of each per episode.
+    /// Records that notifier `name` delivered `what` for the current episode.
+    pub fn mark_notified(&mut self, name: &str, what: AlarmState) {
+        self.notified.insert(name.to_owned(), what);
+        self.notified_episode
+            .insert(name.to_owned(), self.alarm.id.clone());
+    }
+
+    /// What notifier `name` still owes: the alarm, or its resolution. One of each per episode,
+    /// and a resolution only for an episode whose alarm it delivered.
     pub fn owed(&self, name: &str) -> Option<AlarmState> {
-        let told = self.notified.get(name).copied();
+        let this_episode = self
+            .notified_episode
+            .get(name)
+            .is_none_or(|id| *id == self.alarm.id);
+        let told_alarm = this_episode && self.notified.get(name) == Some(&AlarmState::Alarm);
         match self.alarm.state {
-            AlarmState::Alarm if told != Some(AlarmState::Alarm) => Some(AlarmState::Alarm),
-            AlarmState::Ok if told == Some(AlarmState::Alarm) => Some(AlarmState::Ok),
+            AlarmState::Alarm if !told_alarm => Some(AlarmState::Alarm),
+            AlarmState::Ok if told_alarm => Some(AlarmState::Ok),
             _ => None,
         }
     }
@@ -246,19 +275,65 @@ mod tests {
         };
         assert!(r.apply(alarm.clone(), t(1)).is_some());
         assert_eq!(r.owed("webhook"), Some(AlarmState::Alarm));
-        r.notified.insert("webhook".into(), AlarmState::Alarm);
+        r.mark_notified("webhook", AlarmState::Alarm);
         assert!(r.apply(alarm, t(2)).is_none(), "no change, no event");
         assert_eq!(r.owed("webhook"), None, "never a repeat while in ALARM");
         let id = r.alarm.id.clone();
         let change = r.apply(ok, t(3)).expect("resolved");
         assert_eq!(change.id, id, "the resolution carries the episode's id");
         assert_eq!(r.owed("webhook"), Some(AlarmState::Ok));
-        r.notified.insert("webhook".into(), AlarmState::Ok);
+        r.mark_notified("webhook", AlarmState::Ok);
         assert_eq!(r.owed("webhook"), None);
         assert_eq!(
             r.owed("slack"),
             None,
             "a notifier that never heard of the alarm owes no resolution"
         );
+    }
+
+    fn seen(state: AlarmState) -> Observation {
+        Observation {
+            state,
+            message: format!("{state:?}"),
+            last_event_at: None,
+        }
+    }
+
+    #[test]
+    fn an_insufficient_data_blip_keeps_the_episode_and_sends_nothing_again() {
+        let mut r = AlarmRecord::new(AlarmKind::SinkStalled, "pipeline", None, t(0));
+        r.apply(seen(AlarmState::Alarm), t(1));
+        let id = r.alarm.id.clone();
+        r.mark_notified("webhook", AlarmState::Alarm);
+        // One failed `consumer_info`: no data for a round, then the alarm again.
+        r.apply(seen(AlarmState::InsufficientData), t(2));
+        r.apply(seen(AlarmState::Alarm), t(3));
+        assert_eq!(r.alarm.id, id, "the same episode");
+        assert_eq!(r.owed("webhook"), None, "its ALARM was sent already");
+        r.apply(seen(AlarmState::Ok), t(4));
+        assert_eq!(r.owed("webhook"), Some(AlarmState::Ok));
+        // After a resolution, a new alarm is a new episode.
+        r.mark_notified("webhook", AlarmState::Ok);
+        r.apply(seen(AlarmState::Alarm), t(5));
+        assert_ne!(r.alarm.id, id);
+        assert_eq!(r.owed("webhook"), Some(AlarmState::Alarm));
+    }
+
+    #[test]
+    fn a_resolution_is_owed_only_for_an_episode_whose_alarm_was_sent() {
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        r.apply(seen(AlarmState::Alarm), t(1));
+        r.mark_notified("webhook", AlarmState::Alarm);
+        // Resolved, but the RESOLVED notice could not be delivered before a new episode began.
+        r.apply(seen(AlarmState::Ok), t(2));
+        r.apply(seen(AlarmState::Alarm), t(3));
+        assert_eq!(
+            r.owed("webhook"),
+            Some(AlarmState::Alarm),
+            "the new episode's ALARM is owed"
+        );
+        // That ALARM is not delivered either, and the episode resolves: nothing to resolve.
+        r.apply(seen(AlarmState::Ok), t(4));
+        assert_eq!(r.owed("webhook"), None);
     }
 }

@@ -506,7 +506,7 @@ async fn mark_notified(
         if record.alarm.id != id {
             return None;
         }
-        record.notified.insert(notifier.to_owned(), what);
+        record.mark_notified(notifier, what);
         record.claims.remove(notifier);
         match kv.compare_and_set(key, &record, Some(v.revision)).await {
             Ok(rev) => return Some((record, rev)),
