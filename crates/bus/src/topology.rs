@@ -48,9 +48,9 @@ impl Default for Topology {
 impl Topology {
     fn streams(&self) -> Vec<stream::Config> {
         let stream =
-            |name: &str, subject: &str, max_age: Duration, description: &str| stream::Config {
+            |name: &str, subjects: &[&str], max_age: Duration, description: &str| stream::Config {
                 name: name.to_owned(),
-                subjects: vec![subject.to_owned()],
+                subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
                 description: Some(description.to_owned()),
                 retention: stream::RetentionPolicy::Limits,
                 storage: stream::StorageType::File,
@@ -62,25 +62,25 @@ impl Topology {
         vec![
             stream(
                 names::STREAM_RAW,
-                names::SUBJECTS_RAW,
+                &[names::SUBJECTS_RAW],
                 self.raw_max_age,
                 "oprelay: 1Password API pages exactly as received",
             ),
             stream(
                 names::STREAM_EVENTS,
-                names::SUBJECTS_EVENTS,
+                &[names::SUBJECTS_EVENTS, names::SUBJECTS_REPLAY],
                 self.events_max_age,
                 "oprelay: normalized records, NDJSON per page",
             ),
             stream(
                 names::STREAM_DLQ,
-                names::SUBJECTS_DLQ,
+                &[names::SUBJECTS_DLQ],
                 self.dlq_max_age,
                 "oprelay: what a stage could not process, with the reason in headers",
             ),
             stream(
                 names::STREAM_ALARMS,
-                names::SUBJECTS_ALARMS,
+                &[names::SUBJECTS_ALARMS],
                 self.alarms_max_age,
                 "oprelay: alarm state changes",
             ),
@@ -146,7 +146,7 @@ pub async fn provision(js: &jetstream::Context, topology: &Topology) -> Result<(
         js,
         names::STREAM_RAW,
         names::CONSUMER_NORMALIZER,
-        None,
+        &[],
         topology.ack_wait,
     )
     .await?;
@@ -192,7 +192,7 @@ pub async fn ensure_pull_consumer(
     js: &jetstream::Context,
     stream: &str,
     durable: &str,
-    filter_subject: Option<&str>,
+    filters: &[String],
     ack_wait: Duration,
 ) -> Result<consumer::PullConsumer, BusError> {
     let what = || format!("consumer {durable} on stream {stream}");
@@ -207,7 +207,15 @@ pub async fn ensure_pull_consumer(
         ack_wait,
         max_deliver: -1,
         max_ack_pending: 1_000,
-        filter_subject: filter_subject.unwrap_or_default().to_owned(),
+        // One filter goes in `filter_subject`, several in `filter_subjects` (never both).
+        filter_subject: match filters {
+            [one] => one.clone(),
+            _ => String::new(),
+        },
+        filter_subjects: match filters {
+            [_] => Vec::new(),
+            many => many.to_vec(),
+        },
         ..Default::default()
     };
     // Listed rather than asked for: this client reports "not found" only as error text.
@@ -255,18 +263,20 @@ pub async fn ensure_pull_consumer(
 /// What differs between a consumer's stored config and the wanted one, in words for the log.
 fn consumer_changes(have: &consumer::Config, want: &consumer::pull::Config) -> Vec<String> {
     let mut out = Vec::new();
-    let shown = |s: &str| {
-        if s.is_empty() {
+    let shown = |one: &str, many: &[String]| {
+        if !many.is_empty() {
+            many.join(", ")
+        } else if one.is_empty() {
             "(every subject)".to_owned()
         } else {
-            s.to_owned()
+            one.to_owned()
         }
     };
-    if have.filter_subject != want.filter_subject {
+    if have.filter_subject != want.filter_subject || have.filter_subjects != want.filter_subjects {
         out.push(format!(
             "filter {} → {}",
-            shown(&have.filter_subject),
-            shown(&want.filter_subject)
+            shown(&have.filter_subject, &have.filter_subjects),
+            shown(&want.filter_subject, &want.filter_subjects)
         ));
     }
     if have.ack_wait != want.ack_wait {

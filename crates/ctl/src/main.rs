@@ -122,21 +122,31 @@ enum LookupsCommand {
 enum DlqCommand {
     /// Dead letters, oldest first.
     List {
-        /// Only this stage: normalize or forward.
+        /// Only this stage: fetch, normalize or forward.
         #[arg(long)]
         stage: Option<String>,
+        /// Only letters this sink refused (forward stage).
+        #[arg(long)]
+        sink: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// One dead letter with its headers and body.
     Show { seq: u64 },
-    /// Send dead letters back through the pipeline after a fix, and remove them from the DLQ.
+    /// Send dead letters back after a fix, and remove them from the DLQ: a normalize-stage
+    /// letter through the normalizer, a forward-stage letter to the one sink that refused it.
     Replay {
         /// Sequence numbers from `oprelay dlq list`.
         seqs: Vec<u64>,
-        /// Every dead letter of the normalize stage.
+        /// Every replayable dead letter (of `--stage` and `--sink`, when given).
         #[arg(long, conflicts_with = "seqs")]
         all: bool,
+        /// With --all: only this stage (normalize or forward).
+        #[arg(long, requires = "all")]
+        stage: Option<String>,
+        /// With --all: only letters this sink refused.
+        #[arg(long, requires = "all")]
+        sink: Option<String>,
         /// Keep them in the DLQ after replaying.
         #[arg(long)]
         keep: bool,
@@ -292,15 +302,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lookups(LookupsCommand::Get { uuid }) => {
             lookups::get(&connect(&cfg).await?, &uuid).await
         }
-        Command::Dlq(DlqCommand::List { stage, limit }) => {
-            dlq::list(&connect(&cfg).await?, stage.as_deref(), limit).await?;
+        Command::Dlq(DlqCommand::List { stage, sink, limit }) => {
+            let filter = dlq::Filter {
+                stage: stage.as_deref(),
+                sink: sink.as_deref(),
+            };
+            dlq::list(&connect(&cfg).await?, filter, limit).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Show { seq }) => {
             dlq::show(&connect(&cfg).await?, seq).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dlq(DlqCommand::Replay { seqs, all, keep }) => {
+        Command::Dlq(DlqCommand::Replay {
+            seqs,
+            all,
+            stage,
+            sink,
+            keep,
+        }) => {
+            let all = all.then_some(dlq::Filter {
+                stage: stage.as_deref(),
+                sink: sink.as_deref(),
+            });
             dlq::replay(&connect(&cfg).await?, &seqs, all, keep).await?;
             Ok(ExitCode::SUCCESS)
         }

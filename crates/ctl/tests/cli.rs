@@ -270,7 +270,7 @@ async fn status_shows_feeds_sinks_and_open_alarms() {
         bus.jetstream(),
         names::STREAM_EVENTS,
         "sink-splunk",
-        None,
+        &[],
         std::time::Duration::from_secs(30),
     )
     .await

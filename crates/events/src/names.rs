@@ -18,6 +18,9 @@ pub const BUCKET_HEALTH: &str = "OP_HEALTH";
 /// Subject filters each stream captures.
 pub const SUBJECTS_RAW: &str = "op.raw.>";
 pub const SUBJECTS_EVENTS: &str = "op.events.>";
+/// Records replayed from the DLQ to the one sink that refused them; kept in `OP_EVENTS` beside
+/// the records themselves, outside `op.events.>` so subscribers and other sinks never see them.
+pub const SUBJECTS_REPLAY: &str = "op.replay.>";
 pub const SUBJECTS_DLQ: &str = "op.dlq.>";
 pub const SUBJECTS_ALARMS: &str = "op.alarms.>";
 
@@ -37,7 +40,26 @@ pub fn events_subject(account: &AccountName, feed: Feed) -> String {
     format!("op.events.{account}.{feed}")
 }
 
-/// Where a stage sends what it could not process: `normalize` or `forward`.
+/// A record replayed from the DLQ to sink `sink` only.
+pub fn replay_subject(sink: &str, account: &AccountName, feed: Feed) -> String {
+    format!("op.replay.{sink}.{account}.{feed}")
+}
+
+/// Every replay meant for `sink`: added to its consumer's filter.
+pub fn replay_filter(sink: &str) -> String {
+    format!("op.replay.{sink}.>")
+}
+
+/// Splits `op.replay.{sink}.{account}.{feed}` into its parts; `None` for anything else.
+pub fn parse_replay_subject(subject: &str) -> Option<(&str, &str, Feed)> {
+    let rest = subject.strip_prefix("op.replay.")?;
+    let (sink, rest) = rest.split_once('.')?;
+    let (account, feed) = rest.split_once('.')?;
+    Some((sink, account, feed.parse().ok()?))
+}
+
+/// Where a stage sends what it could not process: `fetch`, `normalize` or `forward` (which
+/// names the sink in the `Oprelay-Sink` header).
 pub fn dlq_subject(stage: &str, account: &AccountName, feed: Feed) -> String {
     format!("op.dlq.{stage}.{account}.{feed}")
 }
@@ -109,5 +131,12 @@ mod tests {
             fetch_status_key(&acme, Feed::SignInAttempts),
             "fetch.acme.signin_attempts"
         );
+        let r = replay_subject("es-main", &acme, Feed::AuditEvents);
+        assert_eq!(r, "op.replay.es-main.acme.audit_events");
+        assert_eq!(
+            parse_replay_subject(&r),
+            Some(("es-main", "acme", Feed::AuditEvents))
+        );
+        assert_eq!(parse_replay_subject(&s), None);
     }
 }

@@ -14,7 +14,8 @@ use rand::Rng;
 
 use oprelay_bus::async_nats::jetstream::{self, AckKind};
 use oprelay_bus::{Bus, Outgoing};
-use oprelay_events::names::header;
+use oprelay_events::names::{self, header};
+use oprelay_events::{AccountName, Feed};
 use oprelay_service::CancellationToken;
 
 use crate::format::Record;
@@ -122,8 +123,10 @@ impl SinkCtx {
         }
     }
 
-    /// Publishes a refused record to `op.dlq.forward.{sink}` with the SIEM's answer; retried
-    /// until it is stored, because a dead letter is the record's last copy once acked.
+    /// Publishes a refused record to `op.dlq.forward.{account}.{feed}`, naming the sink in
+    /// `Oprelay-Sink` and the SIEM's answer in `Oprelay-Error`; retried until it is stored,
+    /// because a dead letter is the record's last copy once acked. The body is the normalized
+    /// record, so `oprelay dlq replay` can send it back through this sink's rendering.
     async fn dead_letter(
         &self,
         body: &[u8],
@@ -137,8 +140,15 @@ impl SinkCtx {
         self.metrics.dead_letters.get_or_create(&self.labels).inc();
         let mut attempt = 0;
         loop {
+            let subject = match AccountName::new(account)
+                .ok()
+                .zip(feed.parse::<Feed>().ok())
+            {
+                Some((a, f)) => names::dlq_subject("forward", &a, f),
+                None => format!("op.dlq.forward.{}", self.name),
+            };
             let msg = Outgoing::new(
-                format!("op.dlq.forward.{}", self.name),
+                subject,
                 format!("dlq:forward:{}:{id}", self.name),
                 body.to_vec(),
             )
@@ -253,7 +263,7 @@ impl SinkCtx {
             for (i, why) in refused {
                 let r = &batch.records[i];
                 self.dead_letter(
-                    &r.body,
+                    r.kept(),
                     &r.row_id,
                     &r.account,
                     r.feed.as_str(),
@@ -301,7 +311,7 @@ impl SinkCtx {
                         for (j, why) in &rejected {
                             if let Some(r) = seg.get(*j).map(|i| &batch.records[*i]) {
                                 self.dead_letter(
-                                    &r.body,
+                                    r.kept(),
                                     &r.row_id,
                                     &r.account,
                                     r.feed.as_str(),

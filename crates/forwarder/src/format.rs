@@ -21,6 +21,20 @@ pub struct Record {
     pub feed: Feed,
     /// When the normalizer parsed it, for the delivery-lag metric.
     pub parse_time: Option<OffsetDateTime>,
+    /// The normalized record it was rendered from (a slice of the bus message, not a copy);
+    /// empty when rendered outside a delivery.
+    pub source: bytes::Bytes,
+}
+
+impl Record {
+    /// What a dead letter keeps: the normalized record when known, else the rendered body.
+    pub fn kept(&self) -> &[u8] {
+        if self.source.is_empty() {
+            &self.body
+        } else {
+            &self.source
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,6 +103,7 @@ pub fn render(
         account: account.to_owned(),
         feed,
         parse_time: meta.p_parse_time.and_then(parse_panther_time),
+        source: bytes::Bytes::new(),
     })
 }
 

@@ -67,6 +67,16 @@ fn filter_subject(s: &SinkConfig) -> Option<String> {
     }
 }
 
+/// The subjects a sink's consumer takes: its records (all of `OP_EVENTS` when its filter cannot
+/// be one subject) and the replays meant for it alone.
+fn consumer_filters(s: &SinkConfig) -> Vec<String> {
+    match filter_subject(s) {
+        Some(events) => vec![events, names::replay_filter(&s.name)],
+        // No filter: replays for other sinks arrive too and are skipped in `add`.
+        None => Vec::new(),
+    }
+}
+
 fn wanted(s: &SinkConfig, account: &str, feed: Feed) -> bool {
     s.accounts
         .as_ref()
@@ -123,7 +133,7 @@ pub async fn run_with(
             started.bus.jetstream(),
             names::STREAM_EVENTS,
             &durable,
-            filter_subject(&sink_config).as_deref(),
+            &consumer_filters(&sink_config),
             ack_wait,
         )
         .await?;
@@ -251,24 +261,33 @@ fn add(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkC
     if msg.info().is_ok_and(|i| i.delivered > 1) {
         ctx.metrics.redelivered.get_or_create(&ctx.labels).inc();
     }
-    let parsed = names::parse_feed_subject(&msg.subject, "events");
-    let Some((account, feed)) = parsed.map(|(a, f)| (a.to_owned(), f)) else {
+    // Records, or records replayed from the DLQ to one sink (this one, or another: skipped).
+    let parsed = match names::parse_replay_subject(&msg.subject) {
+        Some((sink, account, feed)) => Some((account.to_owned(), feed, sink == config.name)),
+        None => names::parse_feed_subject(&msg.subject, "events")
+            .map(|(a, f)| (a.to_owned(), f, wanted(config, a, f))),
+    };
+    let Some((account, feed, for_us)) = parsed else {
         tracing::error!(subject = %msg.subject, "event batch on an unexpected subject; skipped");
         batch.messages.push(msg);
         return;
     };
-    if wanted(config, &account, feed) {
+    if for_us {
         let msg_id = header_value(msg.headers.as_ref(), header::MSG_ID)
             .unwrap_or("unknown")
             .to_owned();
-        for (i, line) in msg
-            .payload
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .enumerate()
-        {
+        let mut start = 0;
+        for (i, line) in msg.payload.split(|b| *b == b'\n').enumerate() {
+            let range = start..start + line.len();
+            start += line.len() + 1;
+            if line.is_empty() {
+                continue;
+            }
             match format::render(line, config.format, &account, feed) {
-                Ok(r) => {
+                Ok(mut r) => {
+                    // The normalized line as it arrived (no copy): what a dead letter keeps,
+                    // so a replay can render it again for the sink.
+                    r.source = msg.payload.slice(range);
                     batch.bytes += r.body.len();
                     batch.records.push(r);
                 }

@@ -509,7 +509,7 @@ async fn a_message_left_unacknowledged_is_delivered_again_and_counted() {
         world.bus.jetstream(),
         names::STREAM_EVENTS,
         &names::sink_consumer("file"),
-        None,
+        &[],
         Duration::from_secs(2),
     )
     .await

@@ -162,7 +162,7 @@ impl World {
             self.bus.jetstream(),
             names::STREAM_EVENTS,
             "sink-siem",
-            None,
+            &[],
             Duration::from_secs(30),
         )
         .await

@@ -145,7 +145,7 @@ pub async fn run_with(
         bus.jetstream(),
         names::STREAM_RAW,
         names::CONSUMER_NORMALIZER,
-        None,
+        &[],
         config.topology().ack_wait,
     )
     .await?;

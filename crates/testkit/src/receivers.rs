@@ -51,6 +51,9 @@ pub struct Recv {
     pub refuse: Option<(u16, String)>,
     /// Generic HTTP: a header every request must carry with this value, else 401.
     pub expect_header: Option<(String, String)>,
+    /// Elasticsearch: `_id`s answered with a mapping error (400 `document_parsing_exception`)
+    /// for as long as they are here, as a field type conflict is until the mapping is fixed.
+    pub mapping_errors: std::collections::HashSet<String>,
     /// Elasticsearch: answer every `_bulk` item with this status and error object, as a
     /// read-only index (403 `cluster_block_exception`) or a missing one does.
     pub item_error: Option<(u16, Value)>,
@@ -245,7 +248,7 @@ let wanted = state.lock().unwrap().expect_auth.clone();
                     } else if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
                         *n -= 1;
                         (429, Some(json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"})))
-                    } else if doc.to_string().contains("MAPPING_BOOM") {
+                    } else if doc.to_string().contains("MAPPING_BOOM") || s.mapping_errors.contains(id) {
                         (400, Some(json!({"type": "document_parsing_exception", "reason": "failed to parse field [uuid] of type [long]"})))
                     } else if s.docs.contains_key(id) {
                         s.conflicts += 1;
