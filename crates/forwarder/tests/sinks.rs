@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{es_receiver, hec_receiver, http_receiver, serve, Forwarder, Recv, Shared, World};
-use oprelay_events::Feed;
+use oprelay_events::{names, Feed};
 use oprelay_service::config;
 use oprelay_testkit::eventually;
 
@@ -802,5 +802,146 @@ async fn a_secret_header_comes_from_its_file_and_follows_rotation() {
     )
     .await;
     fwd.stop().await;
+    assert!(world.dlq().await.is_empty());
+}
+
+/// A HEC sink with indexer acknowledgement against `state`, for the ack tests below.
+async fn hec_with_ack(world: &World, state: &Shared, extra: &str) -> oprelay_service::Config {
+    let addr = serve(hec_receiver(state.clone(), "hec-token-1", true)).await;
+    std::fs::write(world.dir.path().join("hec"), "hec-token-1").unwrap();
+    world.config(&format!(
+        "[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nendpoint = \"http://{addr}\"\ntoken_file = \"{}\"\nack = true\n{extra}batch = {{ max_events = 50, timeout = \"100ms\" }}\n",
+        world.dir.path().join("hec").display()
+    ))
+}
+
+/// Row ids Splunk received, and how often each.
+fn hec_counts(state: &Shared) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for e in &state.lock().unwrap().hec_events {
+        *counts
+            .entry(e["event"]["p_row_id"].as_str().unwrap_or("").to_owned())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Errors while polling `/services/collector/ack` (a channel error here) say nothing about
+/// the records Splunk already accepted: they are neither split and sent again nor
+/// dead-lettered; the poll goes on until Splunk answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_poll_errors_neither_resend_nor_dead_letter() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().hec_ack_error = Some((
+        400,
+        serde_json::json!({"text": "Invalid data channel", "code": 11}),
+    ));
+    let config = hec_with_ack(&world, &state, "").await;
+    let ids = world.publish_events(Feed::ItemUsages, 1, 50).await;
+    let fwd = Forwarder::start_quick_operator_retry(config);
+    eventually(Duration::from_secs(20), "the batch at Splunk", || async {
+        (hec_counts(&state).len() >= ids.len()).then_some(())
+    })
+    .await;
+    // Let the failing polls go on for a while: still one copy, no dead letter.
+    eventually(Duration::from_secs(20), "failing ack polls", || async {
+        (state.lock().unwrap().hec_ack_polls >= 4).then_some(())
+    })
+    .await;
+    assert!(hec_counts(&state).values().all(|n| *n == 1));
+    state.lock().unwrap().hec_ack_error = None;
+    eventually(Duration::from_secs(30), "the ack confirmed", || async {
+        let s = state.lock().unwrap();
+        (s.acks_polled.values().any(|n| *n >= 2)).then_some(())
+    })
+    .await;
+    let bus = world.bus.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the batch acknowledged",
+        || async {
+            let stream = bus
+                .jetstream()
+                .get_stream(names::STREAM_EVENTS)
+                .await
+                .ok()?;
+            let info = stream
+                .consumer_info(names::sink_consumer("splunk"))
+                .await
+                .ok()?;
+            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+    let counts = hec_counts(&state);
+    assert_eq!(counts.len(), ids.len());
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "records were sent again: {counts:?}"
+    );
+    assert!(
+        world.dlq().await.is_empty(),
+        "accepted records were dead-lettered"
+    );
+}
+
+/// Behind a load balancer that is sticky by cookie, the ack polls carry the cookie the event
+/// POST got, so they reach the indexer that took the batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_ack_polls_keep_the_load_balancers_cookie() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().hec_sticky = true;
+    let config = hec_with_ack(&world, &state, "").await;
+    let ids = world.publish_events(Feed::ItemUsages, 2, 50).await;
+    let fwd = Forwarder::start(config);
+    let bus = world.bus.clone();
+    eventually(Duration::from_secs(20), "every batch confirmed", || async {
+        let stream = bus
+            .jetstream()
+            .get_stream(names::STREAM_EVENTS)
+            .await
+            .ok()?;
+        let info = stream
+            .consumer_info(names::sink_consumer("splunk"))
+            .await
+            .ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 2)
+            .then_some(())
+    })
+    .await;
+    fwd.stop().await;
+    let counts = hec_counts(&state);
+    assert_eq!(counts.len(), ids.len());
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+}
+
+/// When Splunk never confirms indexing, the batch is sent again after each ack timeout, but
+/// only a few times in a row; then it waits as for any problem an operator must fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hec_resends_after_ack_timeouts_are_bounded() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().hec_ack_never = true;
+    let config = hec_with_ack(&world, &state, "ack_timeout = \"1s\"\n").await;
+    let ids = world.publish_events(Feed::ItemUsages, 1, 10).await;
+    let fwd = Forwarder::start(config);
+    eventually(
+        Duration::from_secs(30),
+        "four sends of the batch",
+        || async { (state.lock().unwrap().hec_events.len() >= 4 * ids.len()).then_some(()) },
+    )
+    .await;
+    // Past the bound, the next attempt waits 30 s or more (the operator retry).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent = state.lock().unwrap().hec_events.len();
+    fwd.stop().await;
+    assert_eq!(
+        sent,
+        4 * ids.len(),
+        "the first send and three resends, no more"
+    );
     assert!(world.dlq().await.is_empty());
 }

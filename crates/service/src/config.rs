@@ -416,6 +416,9 @@ pub struct SinkConfig {
     pub index: Option<String>,
     pub sourcetype: Option<String>,
     pub ack: Option<bool>,
+    /// Splunk HEC with `ack`: how long to wait for indexing to be confirmed before sending the
+    /// batch again (120 s by default; 1 s to 10 min).
+    pub ack_timeout: Option<HumanDuration>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub api_key_file: Option<PathBuf>,
@@ -945,6 +948,7 @@ impl SinkConfig {
             ("index", self.index.is_some()),
             ("sourcetype", self.sourcetype.is_some()),
             ("ack", self.ack.is_some()),
+            ("ack_timeout", self.ack_timeout.is_some()),
             ("username", self.username.is_some()),
             ("password_file", self.password_file.is_some()),
             ("api_key_file", self.api_key_file.is_some()),
@@ -966,6 +970,7 @@ impl SinkConfig {
                     "index",
                     "sourcetype",
                     "ack",
+                    "ack_timeout",
                     "gzip",
                 ],
                 &["endpoint"],
@@ -1058,6 +1063,14 @@ impl SinkConfig {
                     format!("`{e}` is not ndjson or json_array"),
                 ));
             }
+        }
+        if let Some(t) = self.ack_timeout {
+            check_range(
+                &key("ack_timeout"),
+                t,
+                HumanDuration::secs(1),
+                HumanDuration::secs(600),
+            )?;
         }
         check_range(
             &key("batch.timeout"),

@@ -36,6 +36,15 @@ pub struct Recv {
     pub hec_events: Vec<Value>,
     pub next_ack: u64,
     pub acks_polled: HashMap<u64, usize>,
+    /// Splunk: answer every ack poll with this status and body (a channel error, say).
+    pub hec_ack_error: Option<(u16, Value)>,
+    /// Splunk: behind a load balancer that keeps a client on one indexer only by its cookie:
+    /// an ack poll without the cookie reaches another indexer, which knows no ack id.
+    pub hec_sticky: bool,
+    /// Splunk: indexing is never confirmed (every ack stays false).
+    pub hec_ack_never: bool,
+    /// Splunk: ack polls received, answered or not.
+    pub hec_ack_polls: usize,
     /// When set, every record received (NDJSON line or Elasticsearch document) is appended
     /// here instead of kept in memory: the demo's receiver runs for as long as one likes.
     pub tee: Option<std::fs::File>,
@@ -312,7 +321,11 @@ pub fn hec_receiver(state: Shared, token: &'static str, ack: bool) -> Router {
                 if ack {
                     s.next_ack += 1;
                     let id = s.next_ack;
-                    Json(json!({"text": "Success", "code": 0, "ackId": id})).into_response()
+                    let mut r = Json(json!({"text": "Success", "code": 0, "ackId": id})).into_response();
+                    if s.hec_sticky {
+                        r.headers_mut().insert("set-cookie", "hec-node=indexer-1; Path=/".parse().unwrap());
+                    }
+                    r
                 } else {
                     Json(json!({"text": "Success", "code": 0})).into_response()
                 }
@@ -320,16 +333,27 @@ pub fn hec_receiver(state: Shared, token: &'static str, ack: bool) -> Router {
         )
         .route(
             "/services/collector/ack",
-            post(|State(state): State<Shared>, Json(req): Json<Value>| async move {
+            post(|State(state): State<Shared>, headers: HeaderMap, Json(req): Json<Value>| async move {
                 let mut s = state.lock().unwrap();
+                s.hec_ack_polls += 1;
+                if let Some((code, body)) = s.hec_ack_error.clone() {
+                    return (StatusCode::from_u16(code).unwrap(), Json(body)).into_response();
+                }
+                let same_indexer = !s.hec_sticky
+                    || headers
+                        .get("cookie")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|c| c.contains("hec-node=indexer-1"));
+                let never = s.hec_ack_never;
                 let mut acks = serde_json::Map::new();
                 for id in req["acks"].as_array().into_iter().flatten().filter_map(Value::as_u64) {
                     // Not indexed on the first poll, indexed from the second on.
                     let polls = s.acks_polled.entry(id).or_insert(0);
                     *polls += 1;
-                    acks.insert(id.to_string(), json!(*polls > 1 && id <= s.next_ack));
+                    let indexed = *polls > 1 && id <= s.next_ack && same_indexer && !never;
+                    acks.insert(id.to_string(), json!(indexed));
                 }
-                Json(json!({"acks": acks}))
+                Json(json!({"acks": acks})).into_response()
             }),
         )
         .with_state(state)

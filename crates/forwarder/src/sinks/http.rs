@@ -24,6 +24,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// A client with the sink's TLS settings: private CA, client certificate, verification (on
 /// unless turned off in writing, which is logged).
 pub fn client(config: &SinkConfig) -> Result<reqwest::Client, String> {
+    client_builder(config)?
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// [`client`]'s settings, for a sink that adds its own (Splunk's cookie store).
+pub fn client_builder(config: &SinkConfig) -> Result<reqwest::ClientBuilder, String> {
     let mut b = reqwest::Client::builder()
         // A redirect is a configuration problem, never followed: reqwest would turn the POST
         // into a bodiless GET on 301/302 and count the 200 that follows as delivered.
@@ -53,8 +60,7 @@ pub fn client(config: &SinkConfig) -> Result<reqwest::Client, String> {
         tracing::warn!(sink = %config.name, "TLS certificate verification is OFF for this sink (tls.verify = false)");
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+    Ok(b)
 }
 
 pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {

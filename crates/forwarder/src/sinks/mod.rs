@@ -44,6 +44,8 @@ pub struct SinkError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// A more precise metrics label than the kind's (`ack_timeout`).
+    pub reason: Option<&'static str>,
 }
 
 impl SinkError {
@@ -52,6 +54,7 @@ impl SinkError {
             kind: ErrorKind::Transient,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
     }
     pub fn needs_operator(message: impl Into<String>) -> Self {
@@ -59,6 +62,7 @@ impl SinkError {
             kind: ErrorKind::NeedsOperator,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
     }
     pub fn rejected(message: impl Into<String>) -> Self {
@@ -66,10 +70,20 @@ impl SinkError {
             kind: ErrorKind::Rejected,
             message: message.into(),
             retry_after: None,
+            reason: None,
         }
     }
+    /// With a more precise metrics label.
+    pub fn because(mut self, reason: &'static str) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
+        if let Some(r) = self.reason {
+            return r;
+        }
         match self.kind {
             ErrorKind::Transient => "transient",
             ErrorKind::NeedsOperator => "needs_operator",

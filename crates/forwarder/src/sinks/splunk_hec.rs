@@ -3,6 +3,7 @@
 //! the batch counts as delivered only when Splunk says it is indexed.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
@@ -14,13 +15,16 @@ use serde_json::json;
 use oprelay_events::Feed;
 use oprelay_service::config::SinkConfig;
 
-use super::http::{classify, client, post, send, Credentials};
+use super::http::{classify, client_builder, send, Credentials};
 use super::{Outcome, SinkError};
 use crate::format::Record;
 
-/// How often, and how long, to ask whether an acknowledged request was indexed.
+/// How often to ask whether an acknowledged request was indexed; how long by default.
 const ACK_POLL: Duration = Duration::from_millis(500);
-const ACK_GIVE_UP: Duration = Duration::from_secs(120);
+const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Resends in a row after ack timeouts before the sink waits as for a configuration problem:
+/// Splunk took every copy, so each resend is a likely duplicate.
+const MAX_ACK_RESENDS: u32 = 3;
 
 pub struct SplunkHec {
     client: reqwest::Client,
@@ -31,6 +35,9 @@ pub struct SplunkHec {
     host: String,
     channel: Option<String>,
     gzip: bool,
+    ack_timeout: Duration,
+    /// Ack timeouts in a row, over every batch; a confirmed ack resets it.
+    ack_timeouts: AtomicU32,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +66,12 @@ impl SplunkHec {
         let token =
             Credentials::token(config).ok_or("a splunk_hec sink needs token_file or token_env")?;
         Ok(SplunkHec {
-            client: client(config)?,
+            // Cookies kept: a load balancer that is sticky by cookie sends the ack polls to the
+            // indexer that took the batch.
+            client: client_builder(config)?
+                .cookie_store(true)
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
             endpoint: config
                 .endpoint
                 .clone()
@@ -73,6 +85,8 @@ impl SplunkHec {
             // One channel per sink instance, as Splunk's indexer acknowledgement needs.
             channel: config.ack.unwrap_or(false).then(random_channel),
             gzip: config.gzip.unwrap_or(true),
+            ack_timeout: config.ack_timeout.map_or(ACK_TIMEOUT, |d| d.0),
+            ack_timeouts: AtomicU32::new(0),
         })
     }
 
@@ -173,28 +187,53 @@ impl SplunkHec {
         Ok(Outcome::Delivered)
     }
 
-    /// Polls `/services/collector/ack` until Splunk reports the request indexed.
+    /// Polls `/services/collector/ack` until Splunk reports the request indexed. The records
+    /// were accepted already, so a failing poll (a channel error, an indexer that does not
+    /// know the id) is retried, never turned into a rejection of the records. Only the ack
+    /// timeout sends the batch again, and only [`MAX_ACK_RESENDS`] times in a row.
     async fn wait_indexed(&self, ack_id: u64) -> Result<(), SinkError> {
         let url = format!("{}/services/collector/ack", self.endpoint);
-        let deadline = tokio::time::Instant::now() + ACK_GIVE_UP;
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
         loop {
             let body = json!({"acks": [ack_id]}).to_string().into_bytes();
-            let (_, bytes) = post(&self.client, &url, self.headers()?, body, false).await?;
-            let reply: AckReply = serde_json::from_slice(&bytes)
-                .map_err(|e| SinkError::transient(format!("Splunk ack reply: {e}")))?;
-            if reply
-                .acks
-                .get(&ack_id.to_string())
-                .copied()
-                .unwrap_or(false)
-            {
-                return Ok(());
-            }
+            let last_problem = match send(&self.client, &url, self.headers()?, body, false).await {
+                Ok((status, _, bytes)) if status.is_success() => {
+                    match serde_json::from_slice::<AckReply>(&bytes) {
+                        Ok(reply) if reply.acks.get(&ack_id.to_string()) == Some(&true) => {
+                            self.ack_timeouts.store(0, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                        Ok(_) => "not indexed yet".to_owned(),
+                        Err(e) => format!("the ack reply is not Splunk's: {e}"),
+                    }
+                }
+                Ok((status, _, bytes)) => {
+                    let problem = format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
+                    );
+                    tracing::warn!(ack_id, %problem, "Splunk ack poll failed; polling on");
+                    problem
+                }
+                Err(e) => e.message,
+            };
             if tokio::time::Instant::now() >= deadline {
-                // "false" also means "lost": resend rather than assume.
-                return Err(SinkError::transient(format!(
-                    "Splunk did not confirm indexing of ack {ack_id} within {ACK_GIVE_UP:?}"
-                )));
+                // "false" also means "lost": send again rather than assume, a few times.
+                let n = self.ack_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                let message = format!(
+                    "Splunk did not confirm indexing of ack {ack_id} within {:?} ({last_problem}); \
+                     {n} ack timeout(s) in a row",
+                    self.ack_timeout
+                );
+                let err = if n > MAX_ACK_RESENDS {
+                    SinkError::needs_operator(format!(
+                        "{message}: check indexer acknowledgement on the HEC token, and \
+                         stickiness of any load balancer in front of the indexers"
+                    ))
+                } else {
+                    SinkError::transient(message)
+                };
+                return Err(err.because("ack_timeout"));
             }
             tokio::time::sleep(ACK_POLL).await;
         }
