@@ -33,6 +33,16 @@ async fn rsyslog(dir: &std::path::Path, tls: Option<&TestPki>) -> Rsyslog {
         .local_addr()
         .unwrap()
         .port();
+    rsyslog_on(dir, tls, port, udp_port).await
+}
+
+/// [`rsyslog`] on given ports: a restart listens where the first one did.
+async fn rsyslog_on(
+    dir: &std::path::Path,
+    tls: Option<&TestPki>,
+    port: u16,
+    udp_port: u16,
+) -> Rsyslog {
     let out = dir.join("received.log");
     let work = dir.join("rsyslog-work");
     std::fs::create_dir_all(&work).unwrap();
@@ -182,4 +192,56 @@ async fn rfc5426_over_udp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc5425_over_tls_with_a_private_ca() {
     check(Mode::Tls).await;
+}
+
+/// A receiver restarted between two batches: the connection it closed is noticed before the
+/// next batch is written into it, so that batch is not counted delivered and lost.
+async fn restart_between_batches(tls: bool) {
+    let world = World::start().await;
+    let pki = tls.then(|| TestPki::generate(world.dir.path()));
+    let first = rsyslog(world.dir.path(), pki.as_ref()).await;
+    let (port, udp_port) = (first.port, first.udp_port);
+    let transport = match &pki {
+        Some(p) => format!(
+            "transport = \"tls\"\ntls = {{ ca_file = \"{}\" }}\n",
+            p.ca_cert.display()
+        ),
+        None => "transport = \"tcp\"\n".to_owned(),
+    };
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"localhost:{port}\"\n{transport}batch = {{ max_events = 64, timeout = \"100ms\" }}\n"
+    ));
+    let before = world.publish_events(Feed::AuditEvents, 1, 20).await;
+    let fwd = Forwarder::start(config);
+    eventually(Duration::from_secs(30), "the first batch", || async {
+        (received(&first).len() >= before.len()).then_some(())
+    })
+    .await;
+    // rsyslog restarts (a deploy, a crash): the forwarder's connection is closed under it.
+    drop(first);
+    let second = rsyslog_on(world.dir.path(), pki.as_ref(), port, udp_port).await;
+    let after = world.publish_events(Feed::ItemUsages, 1, 20).await;
+    eventually(
+        Duration::from_secs(30),
+        "the batch after the restart",
+        || async {
+            let got: Vec<String> = received(&second)
+                .iter()
+                .filter_map(|r| r.3["p_row_id"].as_str().map(str::to_owned))
+                .collect();
+            after.iter().all(|id| got.contains(id)).then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_receiver_restarted_between_batches_loses_nothing() {
+    restart_between_batches(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_receiver_restarted_between_batches_loses_nothing() {
+    restart_between_batches(true).await;
 }

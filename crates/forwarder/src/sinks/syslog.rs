@@ -1,6 +1,7 @@
 //! RFC 5424 syslog: over TCP with octet-counting framing (RFC 6587), over TLS (RFC 5425, same
 //! framing), or over UDP (RFC 5426, one message per datagram). The record is the JSON MSG;
-//! APP-NAME `oprelay`, MSGID the log type. A broken connection is re-opened on the next send.
+//! APP-NAME `oprelay`, MSGID the log type. A broken connection is re-opened on the next send,
+//! and one the receiver closed is noticed before a batch is written into it.
 
 use std::sync::Arc;
 
@@ -21,6 +22,11 @@ use crate::format::Record;
 const PRI: u8 = 86;
 /// Largest MSG a UDP datagram carries safely.
 const UDP_MAX: usize = 65_000;
+/// How long connecting (and the TLS handshake) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long writing one batch may take: a receiver that stops reading must not hold the
+/// delivery for ever.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Transport {
@@ -247,8 +253,23 @@ impl Syslog {
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let mut guard = self.conn.lock().await;
+        // A connection the receiver closed (a restart) still takes writes into the kernel's
+        // buffer without an error, and the batch would count as delivered and be lost: look
+        // before writing into it.
+        if guard.as_mut().is_some_and(|c| !c.is_open()) {
+            tracing::info!(address = %self.address, "the syslog receiver closed the connection; reconnecting");
+            *guard = None;
+        }
         if guard.is_none() {
-            *guard = Some(self.connect().await?);
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+                .await
+                .map_err(|_| {
+                    SinkError::transient(format!(
+                        "connecting to syslog receiver {} timed out after {CONNECT_TIMEOUT:?}",
+                        self.address
+                    ))
+                })??;
+            *guard = Some(connected);
         }
         let Some(conn) = guard.as_mut() else {
             return Err(SinkError::transient("no connection"));
@@ -276,8 +297,8 @@ impl Syslog {
                 }
                 r
             }
-            Conn::Tcp(s) => write_framed(s, records, &self.hostname).await,
-            Conn::Tls(s) => write_framed(s.as_mut(), records, &self.hostname).await,
+            Conn::Tcp(s) => timed(write_framed(s, records, &self.hostname)).await,
+            Conn::Tls(s) => timed(write_framed(s.as_mut(), records, &self.hostname)).await,
         };
         if let Err(e) = result {
             *guard = None;
@@ -312,6 +333,40 @@ impl Syslog {
             }
         }
     }
+}
+
+impl Conn {
+    /// Whether a stream connection is still open: one read, polled once and never waited for.
+    /// A syslog receiver sends no application data, so a read that completes — end of stream,
+    /// a TLS `close_notify`, data, an error — means the receiver is closing or gone; a read
+    /// that would wait means the connection is open. Through TLS the read also takes in what
+    /// the TLS layer itself receives (TLS 1.3 session tickets) without mistaking it for data.
+    /// UDP has no connection to lose.
+    fn is_open(&mut self) -> bool {
+        use futures::FutureExt;
+        use tokio::io::AsyncReadExt;
+        let mut probe = [0u8; 1];
+        let read = match self {
+            Conn::Tcp(s) => s.read(&mut probe).now_or_never(),
+            Conn::Tls(s) => s.read(&mut probe).now_or_never(),
+            Conn::Udp(_) => return true,
+        };
+        read.is_none()
+    }
+}
+
+/// A write bounded by [`WRITE_TIMEOUT`].
+async fn timed(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no progress for {WRITE_TIMEOUT:?}"),
+            ))
+        })
 }
 
 /// Octet counting: `MSG-LEN SP SYSLOG-MSG`, safe for messages with any bytes in them.
