@@ -267,6 +267,46 @@ poll_interval = "1s"
         }
     }
 
+    /// SIGTERM, and how the process ended and how long it took.
+    pub async fn terminate(&mut self, name: &str) -> (std::process::ExitStatus, Duration) {
+        let mut s = self
+            .services
+            .remove(name)
+            .unwrap_or_else(|| panic!("{name} is not running"));
+        let started = std::time::Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &s.child.id().to_string()])
+            .status()
+            .map(|st| st.success())
+            .unwrap_or(false);
+        assert!(ok, "SIGTERM to {name}");
+        loop {
+            if let Some(status) = s.child.try_wait().expect("wait") {
+                return (status, started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                let _ = s.child.kill();
+                panic!("{name} did not exit within 30 s of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One sample's value from a service's `/metrics` (summed over its label sets).
+    pub async fn metric(&self, name: &str, metric: &str) -> f64 {
+        let admin = self.admin(name).expect("service running");
+        let text = reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.services.get(name).map(|s| s.child.id())
     }

@@ -170,8 +170,8 @@ impl SinkCtx {
         }
     }
 
-    /// Delivers the batch, then acknowledges its messages. `Err(Stopped)` on shutdown: nothing
-    /// is acknowledged and JetStream redelivers the batch later.
+    /// Delivers the batch, then acknowledges its messages. `Err(Stopped)` when `shutdown`
+    /// (the end of the shutdown grace) comes first: the messages are given back (nak).
     /// Meanwhile the messages are kept "in progress", however long the SIEM takes, so
     /// JetStream does not redeliver them to another replica.
     pub async fn deliver(&self, batch: Batch, shutdown: &CancellationToken) -> Result<(), Stopped> {
@@ -189,10 +189,20 @@ impl SinkCtx {
                 }
             }
         };
-        if result.is_ok() {
-            for m in &batch.messages {
-                if let Err(e) = m.ack().await {
-                    tracing::warn!(sink = %self.name, error = %e, "ack failed; the batch may be redelivered");
+        match result {
+            Ok(()) => {
+                for m in &batch.messages {
+                    if let Err(e) = m.ack().await {
+                        tracing::warn!(sink = %self.name, error = %e, "ack failed; the batch may be redelivered");
+                    }
+                }
+            }
+            // Abandoned at shutdown: give the messages back now, so the next replica (or this
+            // one after its restart) takes them at once instead of after the ack wait.
+            Err(Stopped) => {
+                tracing::info!(sink = %self.name, messages = batch.messages.len(), "shutting down: batch given back undelivered");
+                for m in &batch.messages {
+                    let _ = m.ack_with(AckKind::Nak(None)).await;
                 }
             }
         }

@@ -33,6 +33,9 @@ const PULL_MESSAGES: usize = 16;
 /// enough for messages the server sent just before `expires` to arrive on a busy machine (one
 /// cut off is redelivered only after the ack wait), short against async-nats's 5 s fallback.
 const PULL_GRACE: Duration = Duration::from_millis(500);
+/// After SIGTERM, how long deliveries under way may take before they are abandoned: well
+/// inside the 10 s a service has to exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
 
@@ -179,7 +182,18 @@ async fn worker(
     // Pull only when a delivery slot is free: messages never wait client-side, unacknowledged
     // and unwatched, while the SIEM is slow (they would be redelivered, then sent twice).
     let expires = config.batch.timeout.0.max(Duration::from_millis(100));
-    loop {
+    // On SIGTERM: pull no more, let the deliveries under way finish for up to SHUTDOWN_GRACE,
+    // then abandon the rest (their messages are given back at once, not after the ack wait).
+    let abandon = CancellationToken::new();
+    let _abandon_after_grace = tokio::spawn({
+        let (shutdown, abandon) = (shutdown.clone(), abandon.clone());
+        async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            abandon.cancel();
+        }
+    });
+    while !shutdown.is_cancelled() {
         if last_pending_check.elapsed() >= Duration::from_secs(5) {
             let mut c = consumer.clone();
             if let Ok(info) = c.info().await {
@@ -217,11 +231,11 @@ async fn worker(
         // fallback (`expires` + 5 s) instead, and meanwhile the messages already pulled sat
         // unacknowledged, long enough for a 5 s ack wait to redeliver them. So stop at our own
         // deadline and take what has arrived.
+        // Read the pull to its end even after SIGTERM: what the server handed out is delivered
+        // (or given back), never left to be redelivered after the ack wait.
         let deadline = tokio::time::Instant::now() + expires + PULL_GRACE;
         loop {
             let next = tokio::select! {
-                // Pulled but unacknowledged messages are redelivered after the ack wait.
-                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline) => {
                     while let Some(Some(Ok(m))) = pulled.next().now_or_never() {
                         add(&mut batch, m, &ctx, &config);
@@ -236,14 +250,11 @@ async fn worker(
                 None => break,
             }
         }
-        if shutdown.is_cancelled() {
-            break;
-        }
         if batch.messages.is_empty() {
             continue;
         }
         let ctx = ctx.clone();
-        let stop = shutdown.clone();
+        let stop = abandon.clone();
         deliveries.spawn(async move {
             let _permit = permit;
             let _ = ctx.deliver(batch, &stop).await;
@@ -252,6 +263,10 @@ async fn worker(
     }
     while deliveries.join_next().await.is_some() {}
     ctx.sink.close().await;
+    // Acks are published without waiting; make sure they left before the process does.
+    if let Err(e) = ctx.bus.client().flush().await {
+        tracing::warn!(sink = %config.name, error = %e, "could not flush the last acks; those batches will be redelivered");
+    }
     Ok(())
 }
 

@@ -28,6 +28,12 @@ use crate::lookup::LookupIndex;
 use crate::normalize::{normalize_page, NormalizedPage, Source};
 
 pub const SERVICE: &str = "normalizer";
+
+/// Most raw pages, and bytes, pulled at once; a page is at most one bus message (1 MiB).
+const PULL_PAGES: usize = 16;
+const PULL_BYTES: usize = 16 * 1024 * 1024;
+/// How long one pull waits for pages.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9462);
 
@@ -154,42 +160,61 @@ pub async fn run_with(
         consumer: names::CONSUMER_NORMALIZER.into(),
         source: e,
     };
-    let mut messages = consumer
-        .messages()
-        .await
-        .map_err(|e| consume_err(Box::new(e)))?;
     tracing::info!(
         lookups = index.lock().map(|i| i.len()).unwrap_or(0),
         "normalizer consuming OP_RAW"
     );
-    loop {
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            next = messages.next() => next,
-        };
-        let msg = match next {
-            Some(Ok(msg)) => msg,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "pull from OP_RAW failed; continuing");
-                continue;
-            }
-            None => break,
-        };
-        let started_at = Instant::now();
-        match handle(&bus, &lookups, &index, &sources, &m, &options.clock, &msg).await {
-            Ok(()) => {
-                if let Err(e) = msg.ack().await {
-                    tracing::warn!(error = %e, "ack of a raw page failed; it will be redelivered and de-duplicated");
+    // Pull a bounded batch, finish every page of it, then pull again. Nothing waits
+    // client-side unacknowledged (it would be redelivered after the ack wait), memory is bounded
+    // in bytes as well as pages, and on SIGTERM the batch in hand is finished, not dropped.
+    while !shutdown.is_cancelled() {
+        let pulled = consumer
+            .batch()
+            .max_messages(PULL_PAGES)
+            .max_bytes(PULL_BYTES)
+            .expires(PULL_EXPIRES)
+            .messages()
+            .await;
+        let mut batch = match pulled {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %consume_err(Box::new(e)), "pull from OP_RAW failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "page not processed; it will be retried");
-                let _ = msg
-                    .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(2))))
-                    .await;
+        };
+        // Read the pull to its end even after SIGTERM: a page the server handed out and this
+        // loop left unread would be delivered again after the ack wait.
+        while let Ok(Some(next)) = tokio::time::timeout(PULL_EXPIRES * 2, batch.next()).await {
+            let msg = match next {
+                Ok(msg) => msg,
+                Err(e) => {
+                    tracing::debug!(error = %e, "pull ended");
+                    continue;
+                }
+            };
+            let started_at = Instant::now();
+            match handle(&bus, &lookups, &index, &sources, &m, &options.clock, &msg).await {
+                Ok(()) => {
+                    if let Err(e) = msg.ack().await {
+                        tracing::warn!(error = %e, "ack of a raw page failed; it will be redelivered and de-duplicated");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "page not processed; it will be retried");
+                    let _ = msg
+                        .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(2))))
+                        .await;
+                }
             }
+            m.latency.observe(started_at.elapsed().as_secs_f64());
         }
-        m.latency.observe(started_at.elapsed().as_secs_f64());
+    }
+    // Acks are published without waiting; make sure they left before the process does.
+    if let Err(e) = bus.client().flush().await {
+        tracing::warn!(error = %e, "could not flush the last acks; their pages will be redelivered and de-duplicated");
     }
     watcher.abort();
     tracing::info!("normalizer stopped");
