@@ -127,7 +127,7 @@ impl Bus {
         } = msg;
         trace::inject_current(&mut headers);
         headers.insert(header::MSG_ID, msg_id);
-        let publish = jetstream::context::Publish::build()
+        let publish = jetstream::message::PublishMessage::build()
             .headers(headers)
             .payload(payload);
         let err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Publish {

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer, kv, stream};
-use futures::TryStreamExt;
 use oprelay_events::names;
 
 use crate::error::BusError;
@@ -218,20 +218,10 @@ pub async fn ensure_pull_consumer(
         },
         ..Default::default()
     };
-    // Listed rather than asked for: this client reports "not found" only as error text.
-    let names: Vec<String> = stream_handle
-        .consumer_names()
-        .try_collect()
-        .await
-        .map_err(|e| provision_error(what())(Box::new(e)))?;
-    let existing = if names.iter().any(|n| n == durable) {
-        let info = stream_handle
-            .consumer_info(durable)
-            .await
-            .map_err(provision_error(what()))?;
-        Some(info.config)
-    } else {
-        None
+    let existing = match stream_handle.consumer_info(durable).await {
+        Ok(info) => Some(info.config),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => None,
+        Err(e) => return Err(provision_error(what())(Box::new(e))),
     };
     match existing {
         None => stream_handle
