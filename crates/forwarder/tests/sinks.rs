@@ -612,6 +612,7 @@ async fn redirects_are_not_followed_and_the_records_wait_for_the_fix() {
 enum Refusal {
     Http(u16, &'static str),
     EsItems(u16, &'static str, &'static str),
+    Hec(u16, &'static str),
 }
 
 /// A refusal about the request, not its records — a proxy's 405/415, a 400 every record gets
@@ -620,6 +621,8 @@ enum Refusal {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_level_refusals_keep_the_records_until_fixed() {
     let cases = [
+        Refusal::Http(404, "Not Found"),
+        Refusal::Hec(400, r#"{"text":"Invalid data channel","code":11}"#),
         Refusal::Http(405, "Method Not Allowed"),
         Refusal::Http(415, "Unsupported Media Type"),
         Refusal::Http(400, "this endpoint is read-only"),
@@ -655,16 +658,28 @@ async fn request_level_refusals_keep_the_records_until_fixed() {
                     (*kind).to_owned(),
                 )
             }
+            Refusal::Hec(code, body) => {
+                state.lock().unwrap().refuse = Some((*code, (*body).to_owned()));
+                std::fs::write(world.dir.path().join("hec"), "hec-token-1").unwrap();
+                (
+                    hec_receiver(state.clone(), "hec-token-1", false),
+                    "splunk_hec",
+                    format!("HEC {body}"),
+                )
+            }
         };
         let addr = serve(app).await;
-        let endpoint = if sink == "http" {
-            format!("http://{addr}/ingest")
-        } else {
-            format!("http://{addr}")
+        let endpoint = match sink {
+            "http" => format!("http://{addr}/ingest\""),
+            "splunk_hec" => format!(
+                "http://{addr}\"\ntoken_file = \"{}\"",
+                world.dir.path().join("hec").display()
+            ),
+            _ => format!("http://{addr}\""),
         };
         let ids = world.publish_events(Feed::ItemUsages, 2, 40).await;
         let config = world.config(&format!(
-            "[[sinks]]\nname = \"siem\"\ntype = \"{sink}\"\nendpoint = \"{endpoint}\"\nbatch = {{ max_events = 80, timeout = \"100ms\" }}\n"
+            "[[sinks]]\nname = \"siem\"\ntype = \"{sink}\"\nendpoint = \"{endpoint}\nbatch = {{ max_events = 80, timeout = \"100ms\" }}\n"
         ));
         let fwd = Forwarder::start_quick_operator_retry(config);
         let what = format!("{label}: refused attempts");
@@ -683,13 +698,18 @@ async fn request_level_refusals_keep_the_records_until_fixed() {
         }
         let delivered = || {
             let s = state.lock().unwrap();
-            if sink == "http" {
-                s.lines
+            match sink {
+                "http" => s
+                    .lines
                     .iter()
                     .map(|l| l["p_row_id"].as_str().unwrap().to_owned())
-                    .collect::<Vec<_>>()
-            } else {
-                s.docs.keys().cloned().collect()
+                    .collect::<Vec<_>>(),
+                "splunk_hec" => s
+                    .hec_events
+                    .iter()
+                    .map(|e| e["event"]["p_row_id"].as_str().unwrap().to_owned())
+                    .collect(),
+                _ => s.docs.keys().cloned().collect(),
             }
         };
         let what = format!("{label}: every record once the SIEM is fixed");
@@ -944,4 +964,46 @@ async fn hec_resends_after_ack_timeouts_are_bounded() {
         "the first send and three resends, no more"
     );
     assert!(world.dlq().await.is_empty());
+}
+
+/// An endpoint that answers with an enormous body is read only up to a bound, and the records
+/// it accepted count as delivered, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enormous_reply_is_not_read_whole_and_delivery_goes_on() {
+    let world = World::start().await;
+    let state = shared();
+    state.lock().unwrap().reply_padding = 20 * 1024 * 1024;
+    let addr = serve(http_receiver(state.clone(), None)).await;
+    let ids = world.publish_events(Feed::ItemUsages, 2, 20).await;
+    let config = world.config(&format!(
+        "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 40, timeout = \"100ms\" }}\n"
+    ));
+    let fwd = Forwarder::start(config);
+    let bus = world.bus.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the batch acknowledged",
+        || async {
+            let stream = bus
+                .jetstream()
+                .get_stream(names::STREAM_EVENTS)
+                .await
+                .ok()?;
+            let info = stream
+                .consumer_info(names::sink_consumer("panther"))
+                .await
+                .ok()?;
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence >= 2)
+                .then_some(())
+        },
+    )
+    .await;
+    fwd.stop().await;
+    assert_eq!(
+        state.lock().unwrap().lines.len(),
+        ids.len(),
+        "each record once"
+    );
 }

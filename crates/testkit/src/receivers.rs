@@ -58,6 +58,9 @@ pub struct Recv {
     /// Generic HTTP and Elasticsearch: refuse every request with this status and body, as a
     /// proxy in the way or a read-only endpoint does.
     pub refuse: Option<(u16, String)>,
+    /// Generic HTTP: answer a delivery with a body of this many bytes (a misbehaving
+    /// endpoint, or a proxy's error page), to check that clients bound what they read.
+    pub reply_padding: usize,
     /// Generic HTTP: a header every request must carry with this value, else 401.
     pub expect_header: Option<(String, String)>,
     /// Elasticsearch: `_id`s answered with a mapping error (400 `document_parsing_exception`)
@@ -189,8 +192,10 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                         }
                         v
                     };
-                    state.lock().unwrap().keep(lines);
-                    StatusCode::OK.into_response()
+                    let mut s = state.lock().unwrap();
+                    s.keep(lines);
+                    let padding = s.reply_padding;
+                    (StatusCode::OK, "x".repeat(padding)).into_response()
                 },
             ),
         )

@@ -140,8 +140,29 @@ pub async fn send(
     let resp = req.body(body).send().await.map_err(transport)?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.bytes().await.map_err(transport)?;
+    let body = read_reply(resp, MAX_REPLY).await?;
     Ok((status, headers, body))
+}
+
+/// The most of a SIEM's reply that is read. Replies that matter are small (a `_bulk` answer
+/// for 500 documents is a few hundred KiB); a misbehaving endpoint must not fill the memory.
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
+
+/// Reads at most `limit` bytes of a reply and drops the rest (with the connection). A reply
+/// cut short fails to parse where its content matters (`_bulk`), and is enough where only its
+/// status does.
+pub async fn read_reply(mut resp: reqwest::Response, limit: usize) -> Result<Bytes, SinkError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        let room = limit - body.len();
+        if chunk.len() >= room {
+            body.extend_from_slice(&chunk[..room]);
+            tracing::debug!(limit, "reply longer than the limit; the rest is not read");
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// POSTs a body; returns the headers and body of a successful response.
@@ -310,5 +331,30 @@ impl HttpSink {
         self.auth.apply(&mut headers)?;
         post(&self.client, &self.endpoint, headers, body, self.gzip).await?;
         Ok(Outcome::Delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oprelay_testkit::receivers::{http_receiver, serve, Recv};
+
+    #[tokio::test]
+    async fn a_reply_is_read_up_to_the_limit_only() {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(Recv {
+            reply_padding: 1_000_000,
+            ..Recv::default()
+        }));
+        let addr = serve(http_receiver(state, None)).await;
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/ingest"))
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body("{\"a\":1}\n")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = read_reply(resp, 10_000).await.unwrap();
+        assert_eq!(body.len(), 10_000);
     }
 }
