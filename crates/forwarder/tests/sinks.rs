@@ -876,24 +876,7 @@ async fn hec_ack_poll_errors_neither_resend_nor_dead_letter() {
         (s.acks_polled.values().any(|n| *n >= 2)).then_some(())
     })
     .await;
-    let bus = world.bus.clone();
-    eventually(
-        Duration::from_secs(30),
-        "the batch acknowledged",
-        || async {
-            let stream = bus
-                .jetstream()
-                .get_stream(names::STREAM_EVENTS)
-                .await
-                .ok()?;
-            let info = stream
-                .consumer_info(names::sink_consumer("splunk"))
-                .await
-                .ok()?;
-            (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-        },
-    )
-    .await;
+    world.wait_sink_done("splunk", 1).await;
     fwd.stop().await;
     let counts = hec_counts(&state);
     assert_eq!(counts.len(), ids.len());
@@ -917,21 +900,7 @@ async fn hec_ack_polls_keep_the_load_balancers_cookie() {
     let config = hec_with_ack(&world, &state, "").await;
     let ids = world.publish_events(Feed::ItemUsages, 2, 50).await;
     let fwd = Forwarder::start(config);
-    let bus = world.bus.clone();
-    eventually(Duration::from_secs(20), "every batch confirmed", || async {
-        let stream = bus
-            .jetstream()
-            .get_stream(names::STREAM_EVENTS)
-            .await
-            .ok()?;
-        let info = stream
-            .consumer_info(names::sink_consumer("splunk"))
-            .await
-            .ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence >= 2)
-            .then_some(())
-    })
-    .await;
+    world.wait_sink_done("splunk", 2).await;
     fwd.stop().await;
     let counts = hec_counts(&state);
     assert_eq!(counts.len(), ids.len());
@@ -979,27 +948,7 @@ async fn an_enormous_reply_is_not_read_whole_and_delivery_goes_on() {
         "[[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 40, timeout = \"100ms\" }}\n"
     ));
     let fwd = Forwarder::start(config);
-    let bus = world.bus.clone();
-    eventually(
-        Duration::from_secs(30),
-        "the batch acknowledged",
-        || async {
-            let stream = bus
-                .jetstream()
-                .get_stream(names::STREAM_EVENTS)
-                .await
-                .ok()?;
-            let info = stream
-                .consumer_info(names::sink_consumer("panther"))
-                .await
-                .ok()?;
-            (info.num_pending == 0
-                && info.num_ack_pending == 0
-                && info.delivered.stream_sequence >= 2)
-                .then_some(())
-        },
-    )
-    .await;
+    world.wait_sink_done("panther", 2).await;
     fwd.stop().await;
     assert_eq!(
         state.lock().unwrap().lines.len(),

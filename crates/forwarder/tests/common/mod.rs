@@ -98,6 +98,29 @@ impl World {
         ids
     }
 
+    /// Waits until sink `sink` has taken every message up to stream sequence `through` and
+    /// acknowledged all it took.
+    pub async fn wait_sink_done(&self, sink: &str, through: u64) {
+        let what = format!("sink {sink} done through sequence {through}");
+        oprelay_testkit::eventually(std::time::Duration::from_secs(30), &what, || async {
+            let stream = self
+                .bus
+                .jetstream()
+                .get_stream(names::STREAM_EVENTS)
+                .await
+                .ok()?;
+            let info = stream
+                .consumer_info(names::sink_consumer(sink))
+                .await
+                .ok()?;
+            (info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.delivered.stream_sequence >= through)
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn dlq(&self) -> Vec<(String, Vec<u8>)> {
         let Ok(mut s) = self.bus.jetstream().get_stream(names::STREAM_DLQ).await else {
             return vec![];
