@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{es_receiver, hec_receiver, http_receiver, serve, Forwarder, Recv, Shared, World};
-use oprelay_events::{names, Feed};
+use oprelay_events::Feed;
 use oprelay_service::config;
 use oprelay_testkit::eventually;
 
