@@ -190,13 +190,23 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Connects for a command that writes (import, ingest, replay): what it writes into must
+/// exist, so the topology is provisioned first.
 async fn connect(cfg: &Config) -> anyhow::Result<Bus> {
-    let settings = cfg.nats_settings("oprelay-ctl")?;
-    let bus = Bus::connect(&settings).await?;
+    let bus = connect_read_only(cfg).await?;
     bus.provision(&cfg.topology())
         .await
         .context("provisioning the NATS topology")?;
     Ok(bus)
+}
+
+/// Connects for a command that only reads (`status`, `dlq list/show`, `lookups list/get`,
+/// `normalize --nats`). Provisioning would create or update streams from this config's
+/// settings: run with a config that is not production's, it would reset production's
+/// retention. A missing stream or bucket is reported by the command instead.
+async fn connect_read_only(cfg: &Config) -> anyhow::Result<Bus> {
+    let settings = cfg.nats_settings("oprelay-ctl")?;
+    Ok(Bus::connect(&settings).await?)
 }
 
 #[tokio::main]
@@ -225,7 +235,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { watch } => {
-            status::run(&connect(&cfg).await?, watch).await?;
+            status::run(&connect_read_only(&cfg).await?, watch).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Normalize {
@@ -250,7 +260,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rows.extend(parsed.rows);
             }
             if nats {
-                let bus = connect(&cfg).await?;
+                let bus = connect_read_only(&cfg).await?;
                 rows.extend(lookups::all_rows(&bus).await?);
             }
             let index = normalize::index_of(rows);
@@ -296,22 +306,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lookups(LookupsCommand::List { kind }) => {
-            lookups::list(&connect(&cfg).await?, kind).await?;
+            lookups::list(&connect_read_only(&cfg).await?, kind).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lookups(LookupsCommand::Get { uuid }) => {
-            lookups::get(&connect(&cfg).await?, &uuid).await
+            lookups::get(&connect_read_only(&cfg).await?, &uuid).await
         }
         Command::Dlq(DlqCommand::List { stage, sink, limit }) => {
             let filter = dlq::Filter {
                 stage: stage.as_deref(),
                 sink: sink.as_deref(),
             };
-            dlq::list(&connect(&cfg).await?, filter, limit).await?;
+            dlq::list(&connect_read_only(&cfg).await?, filter, limit).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Show { seq }) => {
-            dlq::show(&connect(&cfg).await?, seq).await?;
+            dlq::show(&connect_read_only(&cfg).await?, seq).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Replay {

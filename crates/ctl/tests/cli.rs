@@ -427,3 +427,45 @@ fn normalize_reads_every_shape_and_reports_bad_lines() {
         r#"{"uuid":"X1","timestamp":"2024-01-01T00:00:00Z"}"#
     );
 }
+
+/// Read-only commands read: run with a config that differs from production's (here: the
+/// defaults), they neither create nor change a stream, a bucket or a consumer.
+#[tokio::test]
+async fn read_only_commands_change_nothing_on_the_bus() {
+    let nats = NatsServer::start();
+    let bus = bus(&nats).await;
+    let production = oprelay_bus::Topology {
+        raw_max_age: std::time::Duration::from_secs(30 * 86_400),
+        dlq_max_age: std::time::Duration::from_secs(90 * 86_400),
+        ..Default::default()
+    };
+    bus.provision(&production).await.unwrap();
+    let age = |stream: &'static str| {
+        let bus = bus.clone();
+        async move {
+            let mut s = bus.jetstream().get_stream(stream).await.unwrap();
+            s.info().await.unwrap().config.max_age
+        }
+    };
+    let before = (age(names::STREAM_RAW).await, age(names::STREAM_DLQ).await);
+    for args in [
+        &["status"][..],
+        &["dlq", "list"],
+        &["lookups", "list"],
+        &["lookups", "get", "nobody"],
+    ] {
+        let out = oprelay(&nats, args);
+        // `lookups get` of an unknown uuid exits non-zero; it must still change nothing.
+        assert!(
+            out.status.code().is_some(),
+            "{args:?} ran to an end: {}",
+            text(&out)
+        );
+        assert_eq!(
+            (age(names::STREAM_RAW).await, age(names::STREAM_DLQ).await),
+            before,
+            "`oprelay {}` changed the streams' retention",
+            args.join(" ")
+        );
+    }
+}
