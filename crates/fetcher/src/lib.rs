@@ -152,15 +152,7 @@ pub async fn run_with(
                     .filter(|k| !round.surplus.contains(k))
                     .collect();
                 if let Some(until) = round.expires_at {
-                    pollers.reconcile(
-                        &held,
-                        until,
-                        &feeds,
-                        &deps,
-                        &options.clock,
-                        margin,
-                        &poll_shutdown,
-                    );
+                    pollers.reconcile(&held, until, &feeds, &deps, margin, &poll_shutdown);
                 }
             }
             // The pollers stop by themselves when their leases near expiry without a renewal.
@@ -204,14 +196,12 @@ impl Pollers {
 
     /// Starts pollers for newly held feeds (and for held feeds whose poller ended), tells the
     /// others their lease's new expiry, and stops those whose lease was lost.
-    #[allow(clippy::too_many_arguments)]
     fn reconcile(
         &mut self,
         held: &BTreeSet<String>,
         until: OffsetDateTime,
         feeds: &BTreeMap<String, (Arc<Account>, Feed)>,
         deps: &Deps,
-        clock: &Clock,
         margin: Duration,
         shutdown: &CancellationToken,
     ) {
@@ -232,7 +222,7 @@ impl Pollers {
                 let (tx, rx) = watch::channel(until);
                 let stop = shutdown.child_token();
                 let poller = Poller::new(account.clone(), *feed, deps.clone());
-                let lease = LeaseView::new(rx, clock.clone(), margin);
+                let lease = LeaseView::new(rx, deps.clock.clone(), margin);
                 let task = tokio::spawn(poller.run(lease, stop.clone()));
                 self.0.insert(
                     key.clone(),

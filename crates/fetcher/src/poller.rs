@@ -4,7 +4,8 @@
 //! write the cursor with compare-and-set. A crash anywhere replays at most the request whose
 //! cursor was not written; a replayed page with the same answer carries the same dedup id
 //! (derived from the request and the answer), so JetStream drops it, and one whose answer grew
-//! is published whole (its first events twice, which idempotent sinks absorb). The cursor write is compare-and-set on the revision read,
+//! is published whole (its first events twice, which idempotent sinks absorb). The cursor
+//! write is compare-and-set on the revision read,
 //! so two replicas that both believe they own the feed cannot fork or rewind it.
 
 use std::sync::Arc;
@@ -268,12 +269,12 @@ impl Poller {
                     &page.body,
                     split.parts.len(),
                 );
-                let dead_letters = split
-                    .oversized
-                    .iter()
-                    .map(|(index, item)| self.oversized_dead_letter(&ids[0], *index, item));
+                // (message, whether it is a part of the page rather than a dead letter)
+                let dead_letters = split.oversized.iter().map(|(index, item)| {
+                    (self.oversized_dead_letter(&ids[0], *index, item), false)
+                });
                 let raw_parts = split.parts.into_iter().zip(ids.iter()).map(|(part, id)| {
-                    Outgoing::new(
+                    let msg = Outgoing::new(
                         names::raw_subject(&self.account.name, self.feed),
                         id.clone(),
                         part,
@@ -283,14 +284,14 @@ impl Poller {
                     .header(
                         header::FETCHED_AT,
                         fetched_at.format(&Rfc3339).unwrap_or_default(),
-                    )
+                    );
+                    (msg, true)
                 });
-                let messages: Vec<Outgoing> = dead_letters.chain(raw_parts).collect();
-                for msg in messages {
+                let messages: Vec<(Outgoing, bool)> = dead_letters.chain(raw_parts).collect();
+                for (msg, to_raw) in messages {
                     if !lease.valid() {
                         return Err(DrainError::Stop(Stop::LeaseLost));
                     }
-                    let to_raw = msg.subject.starts_with("op.raw.");
                     let published = tokio::select! {
                         _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
                         r = self.deps.bus.publish(msg).instrument(page_span.clone()) => r,

@@ -21,16 +21,18 @@ fn small_pages() -> &'static str {
     "page_size = 100\nfeeds = [\"item_usages\"]\n[fetcher]\nreplica_id = \"r1\""
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
-    let world = World::start(SimConfig {
-        backfill: PER_FEED,
-        ..SimConfig::default()
-    })
-    .await;
-    let config = world.config(small_pages());
-    // Provision, then play the fetcher's first step by hand and "crash" before the cursor
-    // write: the first page is in OP_RAW, the cursor store holds only the fixed start time.
+/// Plays the fetcher's first step by hand, up to the answer: provision, fix the feed's start
+/// time in `OP_CURSORS` (no cursor yet), send the reset request for `item_usages`.
+async fn first_request_without_cursor(
+    world: &World,
+    config: &oprelay_service::Config,
+    limit: u32,
+) -> (
+    AccountName,
+    JsonKv,
+    CursorRequest,
+    oprelay_fetcher::api::FetchedPage,
+) {
     world.bus.provision(&config.topology()).await.unwrap();
     let acme = AccountName::new("acme").unwrap();
     let cursors = JsonKv::open(&world.bus, names::BUCKET_CURSORS)
@@ -48,13 +50,27 @@ async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
         .await
         .unwrap();
     let request = CursorRequest::Reset {
-        limit: Some(100),
+        limit: Some(limit),
         start_time: start.start_time.clone(),
         end_time: None,
     };
     let api = EventsApi::new(&world.sim.url(), ApiVersion::V2).unwrap();
     let token = oprelay_events::Secret::new(world.token.clone());
     let page = api.fetch(Feed::ItemUsages, &request, &token).await.unwrap();
+    (acme, cursors, request, page)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_publish_before_cursor_write_duplicates_nothing() {
+    let world = World::start(SimConfig {
+        backfill: PER_FEED,
+        ..SimConfig::default()
+    })
+    .await;
+    let config = world.config(small_pages());
+    // Provision, then play the fetcher's first step by hand and "crash" before the cursor
+    // write: the first page is in OP_RAW, the cursor store holds only the fixed start time.
+    let (acme, _, request, page) = first_request_without_cursor(&world, &config, 100).await;
     let ack = world
         .bus
         .publish(Outgoing::new(
@@ -199,30 +215,7 @@ async fn a_grown_tail_page_is_published(
     parts_before: usize,
     more: u64,
 ) {
-    world.bus.provision(&config.topology()).await.unwrap();
-    let acme = AccountName::new("acme").unwrap();
-    let cursors = JsonKv::open(&world.bus, names::BUCKET_CURSORS)
-        .await
-        .unwrap();
-    let start = CursorState {
-        cursor: String::new(),
-        start_time: Some("2000-01-01T00:00:00Z".into()),
-        updated_at: time::OffsetDateTime::now_utc(),
-        pages: 0,
-        events: 0,
-    };
-    cursors
-        .compare_and_set(&names::feed_key(&acme, Feed::ItemUsages), &start, None)
-        .await
-        .unwrap();
-    let request = CursorRequest::Reset {
-        limit: Some(1_000),
-        start_time: start.start_time.clone(),
-        end_time: None,
-    };
-    let api = EventsApi::new(&world.sim.url(), ApiVersion::V2).unwrap();
-    let token = oprelay_events::Secret::new(world.token.clone());
-    let page = api.fetch(Feed::ItemUsages, &request, &token).await.unwrap();
+    let (acme, cursors, request, page) = first_request_without_cursor(&world, &config, 1_000).await;
     // The backfill, plus the live event that arrives the instant opsim starts.
     let first = page.count as u64;
     assert_eq!(first, backfill + 1, "the first answer holds the backfill");

@@ -115,6 +115,17 @@ impl SinkCtx {
         }
     }
 
+    /// Counts a failed attempt under `reason`.
+    fn count_failure(&self, reason: &str) {
+        self.metrics
+            .failures
+            .get_or_create(&ReasonLabels {
+                sink: self.name.clone(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     /// Sleeps `d` unless shutdown comes first.
     async fn wait(&self, d: Duration, shutdown: &CancellationToken) -> Result<(), Stopped> {
         tokio::select! {
@@ -243,13 +254,7 @@ impl SinkCtx {
         loop {
             let (delivered, refused) = self.send_halving(batch, chunk.clone(), shutdown).await?;
             if let Some(why) = request_refused(chunk.len(), delivered, &refused) {
-                self.metrics
-                    .failures
-                    .get_or_create(&ReasonLabels {
-                        sink: self.name.clone(),
-                        reason: "request_refused".into(),
-                    })
-                    .inc();
+                self.count_failure("request_refused");
                 attempt += 1;
                 let wait = backoff(attempt, self.operator_retry);
                 tracing::error!(
@@ -346,24 +351,12 @@ impl SinkCtx {
                         }
                         seg = retry.iter().filter_map(|j| seg.get(*j).copied()).collect();
                         tracing::debug!(sink = %self.name, retry = seg.len(), "partial delivery; retrying the rest");
-                        self.metrics
-                            .failures
-                            .get_or_create(&ReasonLabels {
-                                sink: self.name.clone(),
-                                reason: "partial".into(),
-                            })
-                            .inc();
+                        self.count_failure("partial");
                         attempt += 1;
                         self.wait(backoff(attempt, TRANSIENT), shutdown).await?;
                     }
                     Err(e) if e.kind == ErrorKind::Rejected => {
-                        self.metrics
-                            .failures
-                            .get_or_create(&ReasonLabels {
-                                sink: self.name.clone(),
-                                reason: e.label().into(),
-                            })
-                            .inc();
+                        self.count_failure(e.label());
                         if seg.len() == 1 {
                             refused.push((seg[0], e.message));
                             continue 'segments;
@@ -374,13 +367,7 @@ impl SinkCtx {
                         continue 'segments;
                     }
                     Err(e) => {
-                        self.metrics
-                            .failures
-                            .get_or_create(&ReasonLabels {
-                                sink: self.name.clone(),
-                                reason: e.label().into(),
-                            })
-                            .inc();
+                        self.count_failure(e.label());
                         attempt += 1;
                         let wait = e
                             .retry_after
