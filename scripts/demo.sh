@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The local demo: the whole pipeline against the 1Password simulator.
 #
-# Starts a throw-away nats-server (JetStream, temp dir), opsim with a backfill and a live
-# stream, imports the simulated account's item, vault and user names as lookups, then the
-# fetcher, normalizer and forwarder. Records land, enriched, in an NDJSON file sink; this
+# Starts a throw-away nats-server (JetStream, temp dir) with oprelay's authorization (one user
+# per service, an operator, a read-only subscriber; `oprelay nats authorization`), opsim with a
+# backfill and a live stream, provisions the bus as the operator (`oprelay nats provision`),
+# imports the simulated account's item, vault and user names as lookups, then the fetcher,
+# normalizer, forwarder and healthwatch, each as its own NATS user. Records land, enriched, in an NDJSON file sink; this
 # script shows them arriving until Ctrl-C, then stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,11 +27,6 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 nats_port=$(free_port)
 sim_port=$(free_port)
 recv_port=$(free_port)
-
-newest=$(grep -v '^#' "$(dirname "$0")/nats-versions" | head -1)
-nats_bin=${NATS_SERVER_BIN:-target/nats/$newest/bin/nats-server}
-"$nats_bin" -js -a 127.0.0.1 -p "$nats_port" -sd "$work/jetstream" >"$work/nats.log" 2>&1 &
-pids+=($!)
 
 "$bin/opsim" serve --listen "127.0.0.1:$sim_port" --backfill 2000 --backfill-span 2h \
   --rate 2 --token-file "$work/token" >/dev/null 2>"$work/opsim.log" &
@@ -72,18 +69,46 @@ batch = { max_events = 500, timeout = "500ms" }
 TOML
 export OPRELAY_CONFIG="$work/oprelay.toml"
 
+# The bus as production runs it: every user's password in a file (a Kubernetes Secret there),
+# handed to nats-server through the environment variables the rendered authorization names.
+mkdir -p "$work/nats-users"
+for role in fetcher normalizer forwarder healthwatch operator subscriber; do
+  head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$work/nats-users/$role"
+  export "OPRELAY_NATS_PASSWORD_${role^^}=$(cat "$work/nats-users/$role")"
+done
+"$bin/oprelay" nats authorization >"$work/nats-auth.conf"
+cat >"$work/nats.conf" <<CONF
+listen: 127.0.0.1:$nats_port
+jetstream { store_dir: "$work/jetstream" }
+include ./nats-auth.conf
+CONF
+newest=$(grep -v '^#' "$(dirname "$0")/nats-versions" | head -1)
+nats_bin=${NATS_SERVER_BIN:-target/nats/$newest/bin/nats-server}
+"$nats_bin" -c "$work/nats.conf" >"$work/nats.log" 2>&1 &
+pids+=($!)
+for role in fetcher normalizer forwarder healthwatch operator subscriber; do
+  unset "OPRELAY_NATS_PASSWORD_${role^^}"
+done
+# `env $(as_user ROLE) COMMAND`: COMMAND connects to NATS as oprelay-ROLE (env execs it, so
+# a background job's $! is the command itself).
+as_user() { echo "OPRELAY_NATS__USER=oprelay-$1 OPRELAY_NATS__PASSWORD_FILE=$work/nats-users/$1"; }
+for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$nats_port") 2>/dev/null && break; sleep 0.1; done
+
+echo "demo: provisioning the streams, buckets and consumers (oprelay nats provision)"
+env $(as_user operator) "$bin/oprelay" nats provision | sed 's/^/  /'
+
 echo "demo: importing the simulated account's names (op item/vault/user list format)"
 for kind in items vaults users; do "$bin/opsim" directory --kind "$kind" >"$work/$kind.json"; done
-"$bin/oprelay" lookups import "$work/items.json" "$work/vaults.json" "$work/users.json" | sed 's/^/  /'
+env $(as_user operator) "$bin/oprelay" lookups import "$work/items.json" "$work/vaults.json" "$work/users.json" | sed 's/^/  /'
 
 # Each service on its own admin port, as on one host.
-OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-fetcher" 2>"$work/fetcher.log" &
+env $(as_user fetcher) OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-fetcher" 2>"$work/fetcher.log" &
 pids+=($!)
-OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-normalizer" 2>"$work/normalizer.log" &
+env $(as_user normalizer) OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-normalizer" 2>"$work/normalizer.log" &
 pids+=($!)
-OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-forwarder" 2>"$work/forwarder.log" &
+env $(as_user forwarder) OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-forwarder" 2>"$work/forwarder.log" &
 pids+=($!)
-OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-healthwatch" 2>"$work/healthwatch.log" &
+env $(as_user healthwatch) OPRELAY_TELEMETRY__LISTEN="127.0.0.1:$(free_port)" "$bin/oprelay-healthwatch" 2>"$work/healthwatch.log" &
 pids+=($!)
 
 out="$work/siem/events.ndjson"
@@ -102,4 +127,4 @@ for _ in $(seq 100); do [ -s "$work/siem/http-receiver.ndjson" ] && break; sleep
 echo "demo: the HTTP receiver has $(wc -l <"$work/siem/http-receiver.ndjson") records so far"
 sleep 3
 # Live progress until Ctrl-C: per feed, what was fetched and delivered, sink backlog, alarms.
-"$bin/oprelay" status --watch
+env $(as_user operator) "$bin/oprelay" status --watch

@@ -10,9 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use oprelay_bus::access::Role;
 use oprelay_events::{Feed, LookupKind};
-use oprelay_testkit::receivers::{es_receiver, http_receiver, serve, Recv, Shared};
-use oprelay_testkit::{binary, eventually, NatsServer};
+use oprelay_testkit::receivers::{es_receiver, hec_receiver, http_receiver, serve, Recv, Shared};
+use oprelay_testkit::{binary, eventually, BusAccess, NatsCluster};
 
 /// The four services, in the order the pipeline runs them.
 pub const SERVICES: [&str; 4] = [
@@ -21,6 +22,9 @@ pub const SERVICES: [&str; 4] = [
     "oprelay-forwarder",
     "oprelay-healthwatch",
 ];
+
+/// The HEC token the Splunk receiver accepts.
+const HEC_TOKEN: &str = "e2e-hec-token";
 
 /// The account every pipeline here fetches.
 pub const ACCOUNT: &str = "acme";
@@ -43,6 +47,13 @@ pub struct Spec {
     pub sinks: Option<String>,
     /// Accounts fetched from the simulator: `acme`, then `acme-2`, `acme-3`, …
     pub accounts: usize,
+    /// NATS as production runs it: oprelay's authorization (each service its own user, the
+    /// CLI the operator) and TLS. Off: an open bus on plain TCP.
+    pub secure: bool,
+    /// nats-server nodes: 1, or 3 for a JetStream cluster (with `nats.replicas = 3`).
+    pub nats_nodes: usize,
+    /// Adds a Splunk HEC sink (`splunk`, indexer acknowledgement on) to the default sinks.
+    pub hec: bool,
 }
 
 impl Default for Spec {
@@ -56,6 +67,9 @@ impl Default for Spec {
             rate_limits: true,
             sinks: None,
             accounts: 1,
+            secure: true,
+            nats_nodes: 1,
+            hec: false,
         }
     }
 }
@@ -66,13 +80,17 @@ struct Service {
 }
 
 pub struct Pipeline {
-    pub nats: NatsServer,
+    pub nats: NatsCluster,
+    /// The users' passwords and the CA, when the bus is secured.
+    pub access: Option<BusAccess>,
     pub sim: opsim::Sim,
     pub sim_url: String,
     /// Elasticsearch `_bulk` receiver (idempotent by `_id`).
     pub es: Shared,
     /// Generic HTTP NDJSON receiver (at least once).
     pub http: Shared,
+    /// Splunk HEC receiver with indexer acknowledgement (at least once), when `Spec::hec`.
+    pub hec: Shared,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     env: Vec<(String, String)>,
@@ -84,7 +102,6 @@ pub use oprelay_testkit::free_port;
 
 impl Pipeline {
     pub async fn start(spec: Spec) -> Pipeline {
-        let nats = NatsServer::start();
         let dir = tempfile::tempdir().expect("temp dir");
         let sim = opsim::Sim::new(opsim::SimConfig {
             backfill: spec.backfill,
@@ -109,6 +126,10 @@ impl Pipeline {
         let http: Shared = Arc::new(Mutex::new(Recv::default()));
         let es_addr = serve(es_receiver(es.clone())).await;
         let http_addr = serve(http_receiver(http.clone(), None)).await;
+        let hec: Shared = Arc::new(Mutex::new(Recv::default()));
+        let hec_addr = serve(hec_receiver(hec.clone(), HEC_TOKEN, true)).await;
+        let hec_token = dir.path().join("hec-token");
+        std::fs::write(&hec_token, HEC_TOKEN).expect("HEC token file");
 
         let sinks = spec.sinks.unwrap_or_else(|| {
             format!(
@@ -124,7 +145,15 @@ name = "panther"
 type = "http"
 endpoint = "http://{http_addr}/ingest"
 batch = {{ max_events = 2000, timeout = "200ms" }}
-"#
+{hec_sink}"#,
+                hec_sink = if spec.hec {
+                    format!(
+                        "\n[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nendpoint = \"http://{hec_addr}\"\ntoken_file = \"{}\"\nack = true\nbatch = {{ max_events = 2000, timeout = \"200ms\" }}\n",
+                        hec_token.display()
+                    )
+                } else {
+                    String::new()
+                }
             )
         });
         // More accounts (benchmarks): the API's rate limit is per token, so throughput beyond
@@ -136,13 +165,36 @@ batch = {{ max_events = 2000, timeout = "200ms" }}
                 token_file.display()
             ));
         }
+        let access = spec.secure.then(|| BusAccess::generate(true));
+        let nodes = spec.nats_nodes.max(1);
+        let (nats, mut nats_keys) = match &access {
+            Some(access) => {
+                let mut options = access.server_options(&sink_names(&sinks), 0);
+                if let (Some(pki), true) = (&access.pki, nodes > 1) {
+                    // Routes between the nodes are TLS too, as in the prod overlay.
+                    options.cluster_config = route_tls(pki);
+                }
+                let nats = NatsCluster::start(nodes, options);
+                let mut keys = format!("url = \"{}\"\n", access.cluster_url(&nats));
+                if let Some(pki) = &access.pki {
+                    keys.push_str(&format!("tls_ca = \"{}\"\n", pki.ca_cert.display()));
+                }
+                (nats, keys)
+            }
+            None => {
+                let nats = NatsCluster::start(nodes, Default::default());
+                let keys = format!("url = \"{}\"\n", nats.url());
+                (nats, keys)
+            }
+        };
+        nats_keys.push_str(&format!("replicas = {}\n", if nodes > 1 { 3 } else { 1 }));
         let config = dir.path().join("oprelay.toml");
         std::fs::write(
             &config,
             format!(
                 r#"
 [nats]
-url = "{nats}"
+{nats_keys}
 ack_wait = "5s"
 
 [[accounts]]
@@ -156,7 +208,6 @@ poll_interval = "1s"
 {sinks}
 {extra_config}
 "#,
-                nats = nats.url(),
                 token = token_file.display(),
                 extra_config = spec.extra_config,
             ),
@@ -165,16 +216,21 @@ poll_interval = "1s"
 
         let mut p = Pipeline {
             nats,
+            access,
             sim,
             sim_url,
             es,
             http,
+            hec,
             dir,
             config,
             env: spec.env,
             services: BTreeMap::new(),
             _sim_task: sim_task,
         };
+        // Provisioning is the operator's step, before any service starts.
+        let out = p.oprelay(&["nats", "provision"]);
+        assert!(out.status.success(), "nats provision: {}", text(&out));
         p.import_lookups();
         if spec.services {
             for s in SERVICES {
@@ -207,13 +263,22 @@ poll_interval = "1s"
         assert!(out.status.success(), "lookups import: {}", text(&out));
     }
 
-    /// Runs the `oprelay` CLI with this pipeline's config.
+    /// Runs the `oprelay` CLI with this pipeline's config, as the operator.
     pub fn oprelay(&self, args: &[&str]) -> Output {
         Command::new(binary("oprelay"))
             .args(args)
             .env("OPRELAY_CONFIG", &self.config)
+            .envs(self.nats_env(Role::Operator))
             .output()
             .expect("oprelay runs")
+    }
+
+    /// The environment that makes a process connect as `role` (nothing on an open bus).
+    pub fn nats_env(&self, role: Role) -> Vec<(String, String)> {
+        self.access
+            .as_ref()
+            .map(|a| a.env(role))
+            .unwrap_or_default()
     }
 
     fn log_path(&self, service: &str) -> PathBuf {
@@ -232,6 +297,7 @@ poll_interval = "1s"
             .env("OPRELAY_CONFIG", &self.config)
             .env("OPRELAY_TELEMETRY__LISTEN", admin.to_string())
             .env("OPRELAY_TELEMETRY__LOG_FORMAT", "json")
+            .envs(self.nats_env(role_of(name)))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
@@ -307,6 +373,13 @@ poll_interval = "1s"
             .sum()
     }
 
+    /// Whether the service's process is still alive (it has not exited on its own).
+    pub fn is_running(&mut self, name: &str) -> bool {
+        self.services
+            .get_mut(name)
+            .is_some_and(|s| matches!(s.child.try_wait(), Ok(None)))
+    }
+
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.services.get(name).map(|s| s.child.id())
     }
@@ -372,13 +445,24 @@ pub struct StoredMessage {
 }
 
 impl Pipeline {
+    /// A connection as the operator.
     pub async fn bus(&self) -> oprelay_bus::Bus {
-        oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
-            url: self.nats.url(),
-            ..Default::default()
-        })
-        .await
-        .expect("connect to nats")
+        let settings = match &self.access {
+            Some(a) => oprelay_bus::NatsSettings {
+                url: a.cluster_url(&self.nats),
+                user: Some(Role::Operator.user()),
+                password: Some(oprelay_events::Secret::new(a.password(Role::Operator))),
+                tls_ca: a.pki.as_ref().map(|p| p.ca_cert.clone()),
+                ..Default::default()
+            },
+            None => oprelay_bus::NatsSettings {
+                url: self.nats.url(),
+                ..Default::default()
+            },
+        };
+        oprelay_bus::Bus::connect(&settings)
+            .await
+            .expect("connect to nats")
     }
 
     /// Every message a stream holds, in order.
@@ -421,6 +505,45 @@ impl Drop for Pipeline {
             let _ = s.child.wait();
         }
     }
+}
+
+/// nats-server's TLS on the cluster routes: both ends present the test certificate, which
+/// names localhost and carries no usage restriction, and check the other's against the CA.
+fn route_tls(pki: &oprelay_testkit::TestPki) -> String {
+    format!(
+        "  tls {{\n    cert_file: {:?}\n    key_file: {:?}\n    ca_file: {:?}\n    verify: true\n  }}",
+        pki.server_cert.display().to_string(),
+        pki.server_key.display().to_string(),
+        pki.ca_cert.display().to_string(),
+    )
+}
+
+/// The NATS user a service binary runs as.
+fn role_of(service: &str) -> Role {
+    match service {
+        "oprelay-fetcher" => Role::Fetcher,
+        "oprelay-normalizer" => Role::Normalizer,
+        "oprelay-forwarder" => Role::Forwarder,
+        "oprelay-healthwatch" => Role::Healthwatch,
+        _ => Role::Operator,
+    }
+}
+
+/// The `name`s of the `[[sinks]]` in a TOML snippet (the authorization names their consumers).
+fn sink_names(sinks_toml: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_sink = false;
+    for line in sinks_toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_sink = line == "[[sinks]]";
+        } else if in_sink {
+            if let Some(value) = line.strip_prefix("name") {
+                let value = value.trim_start().trim_start_matches('=').trim();
+                names.push(value.trim_matches('"').to_owned());
+            }
+        }
+    }
+    names
 }
 
 /// A process's stdout and stderr, for assertion messages.

@@ -231,7 +231,7 @@ async fn main() {
             per_100k(cpu)
         );
     }
-    let nats_cpu = p.nats.pid().map(cpu_seconds).unwrap_or(0.0);
+    let nats_cpu: f64 = p.nats.pids().into_iter().map(cpu_seconds).sum();
     println!(
         "{:<28} {:>14} {:>14.3}",
         "nats-server",

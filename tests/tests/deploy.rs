@@ -136,6 +136,11 @@ fn check_workloads(overlay: &str, objects: &[Value]) {
             let ready = c["readinessProbe"]["httpGet"]["path"]
                 .as_str()
                 .unwrap_or_default();
+            if c["name"] == "exporter" {
+                // The NATS exporter sidecar: a port that answers is all it promises.
+                assert!(c["livenessProbe"]["tcpSocket"]["port"].is_string(), "{at}");
+                continue;
+            }
             assert!(live.starts_with("/healthz"), "{at}: liveness {live:?}");
             if name.starts_with("oprelay-") {
                 assert_eq!(ready, "/readyz", "{at}");
@@ -235,7 +240,27 @@ fn check_config(overlay: &str, objects: &[Value]) -> oprelay_service::Config {
             let Some(secret) = v["secret"]["secretName"].as_str() else {
                 continue;
             };
-            let data = &named(objects, "Secret", secret)["stringData"];
+            // A Secret another tool issues (cert-manager's nats-tls) is not rendered: its
+            // mounted items stand in with placeholder content.
+            let rendered = objects
+                .iter()
+                .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == secret);
+            let placeholder: serde_json::Map<String, Value> = v["secret"]["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| {
+                    (
+                        i["path"].as_str().unwrap().to_owned(),
+                        Value::from("placeholder"),
+                    )
+                })
+                .collect();
+            let placeholder = Value::Object(placeholder);
+            let data = match rendered {
+                Some(s) => &s["stringData"],
+                None => &placeholder,
+            };
             for m in pod["containers"][0]["volumeMounts"].as_array().unwrap() {
                 if m["name"] != v["name"] {
                     continue;
@@ -303,6 +328,219 @@ fn check_config(overlay: &str, objects: &[Value]) -> oprelay_service::Config {
     config
 }
 
+/// A ConfigMap's file, by the ConfigMap's name prefix (kustomize appends a hash).
+fn config_file<'a>(objects: &'a [Value], map: &str, file: &str) -> &'a str {
+    of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"].as_str().unwrap().starts_with(map))
+        .and_then(|c| c["data"][file].as_str())
+        .unwrap_or_else(|| panic!("{file} in ConfigMap {map}"))
+}
+
+/// `8G`, `10Gi`, `512MiB`: bytes, for comparing JetStream limits with volume sizes.
+fn bytes(size: &str) -> u64 {
+    let digits: String = size.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let n: u64 = digits.parse().unwrap_or_else(|_| panic!("a size: {size}"));
+    let unit = size[digits.len()..]
+        .trim_end_matches('B')
+        .to_ascii_uppercase();
+    let mult: u64 = match unit.as_str() {
+        "" => 1,
+        "K" | "KI" => 1 << 10,
+        "M" | "MI" => 1 << 20,
+        "G" | "GI" => 1 << 30,
+        "T" | "TI" => 1 << 40,
+        other => panic!("unit {other} in {size}"),
+    };
+    n * mult
+}
+
+fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// The bus as the tests run it: nats-server loads the authorization `oprelay nats
+/// authorization` renders for this config (byte for byte), gets every user's password, and
+/// each pod connects as its own user with only its own password mounted. Limits fit the
+/// volume; lame-duck mode runs before a server stops.
+fn check_nats_access(overlay: &str, objects: &[Value], config: &oprelay_service::Config) {
+    use oprelay_bus::access::{authorization_config, Role};
+    let sinks: Vec<String> = config.sinks.iter().map(|s| s.name.clone()).collect();
+    let want = authorization_config(&sinks);
+    let auth = config_file(objects, "nats-config", "auth.conf");
+    if auth != want {
+        let dir = if overlay == "prod" {
+            "overlays/prod"
+        } else {
+            "base"
+        };
+        let file = root().join("deploy/k8s").join(dir).join("auth.conf");
+        if std::env::var_os("OPRELAY_UPDATE_DEPLOY").is_some() {
+            std::fs::write(&file, &want).unwrap();
+        }
+        panic!(
+            "{overlay}: {} is not what `oprelay nats authorization` renders for this config; \
+             rerun with OPRELAY_UPDATE_DEPLOY=1 to regenerate it",
+            file.display()
+        );
+    }
+    let nats_conf = config_file(objects, "nats-config", "nats.conf");
+    for line in ["include ./auth.conf", "lame_duck_duration", "pid_file"] {
+        assert!(
+            nats_conf.contains(line),
+            "{overlay}: nats.conf lacks {line}"
+        );
+    }
+    check_nats_conf_loads(overlay, nats_conf, auth);
+    let nats = named(objects, "StatefulSet", "nats");
+    let server = &nats["spec"]["template"]["spec"]["containers"][0];
+    for role in Role::ALL {
+        let env = env_of(server, &role.password_env())
+            .unwrap_or_else(|| panic!("{overlay}: nats lacks {}", role.password_env()));
+        let from = &env["valueFrom"]["secretKeyRef"];
+        assert_eq!(from["name"], "oprelay-nats-users", "{overlay}");
+        assert_eq!(from["key"], role.as_str(), "{overlay}");
+    }
+    let pre_stop = server["lifecycle"]["preStop"]["exec"]["command"].to_string();
+    assert!(pre_stop.contains("ldm="), "{overlay}: preStop {pre_stop}");
+
+    let pods: Vec<(&str, Role)> = vec![
+        ("oprelay-fetcher", Role::Fetcher),
+        ("oprelay-normalizer", Role::Normalizer),
+        ("oprelay-forwarder", Role::Forwarder),
+        ("oprelay-healthwatch", Role::Healthwatch),
+    ];
+    let job = named(objects, "Job", "oprelay-nats-provision");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        serde_json::json!(["/usr/local/bin/oprelay", "nats", "provision"]),
+        "{overlay}"
+    );
+    let mut workloads: Vec<(&Value, Role)> = pods
+        .iter()
+        .map(|(name, role)| (named(objects, "Deployment", name), *role))
+        .collect();
+    workloads.push((job, Role::Operator));
+    for (w, role) in workloads {
+        let at = format!("{overlay}: {}", w["metadata"]["name"]);
+        let pod = &w["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(
+            env_of(c, "OPRELAY_NATS__USER").map(|e| &e["value"]),
+            Some(&Value::from(role.user())),
+            "{at}"
+        );
+        let file = env_of(c, "OPRELAY_NATS__PASSWORD_FILE").expect("password file")["value"]
+            .as_str()
+            .unwrap();
+        // Only its own password is mounted where the file is.
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["secret"]["secretName"] == "oprelay-nats-users")
+            .unwrap_or_else(|| panic!("{at}: no NATS password volume"));
+        assert_eq!(
+            volume["secret"]["items"],
+            serde_json::json!([{"key": role.as_str(), "path": "password"}]),
+            "{at}"
+        );
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .expect("mounted");
+        assert_eq!(
+            format!("{}/password", mount["mountPath"].as_str().unwrap()),
+            file,
+            "{at}"
+        );
+        if let Some(ca) = &config.nats.tls_ca {
+            let ca = ca.display().to_string();
+            let ca = ca.rsplit("/etc/oprelay/").next().unwrap();
+            assert!(
+                c["volumeMounts"].as_array().unwrap().iter().any(|m| {
+                    format!("/etc/oprelay/{ca}").starts_with(m["mountPath"].as_str().unwrap_or("-"))
+                }),
+                "{at}: the NATS CA {ca} is not mounted"
+            );
+        }
+    }
+
+    // JetStream's store fits the volume, and the streams' limits fit the store.
+    let store = nats_conf
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("max_file_store:"))
+        .map(|v| bytes(v.trim()))
+        .expect("max_file_store");
+    let volume = bytes(
+        nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap(),
+    );
+    assert!(
+        store < volume,
+        "{overlay}: max_file_store {store} ≥ volume {volume}"
+    );
+    let n = &config.nats;
+    let limits: Vec<u64> = [
+        n.raw_max_bytes,
+        n.events_max_bytes,
+        n.dlq_max_bytes,
+        n.alarms_max_bytes,
+    ]
+    .iter()
+    .map(|b| {
+        b.unwrap_or_else(|| panic!("{overlay}: every stream has a size limit"))
+            .0
+    })
+    .collect();
+    assert!(
+        limits.iter().sum::<u64>() < store,
+        "{overlay}: the streams' max_bytes add up beyond max_file_store"
+    );
+}
+
+/// The rendered nats.conf and auth.conf as the tested nats-server reads them (`-t`: load and
+/// check the configuration), with the pod's paths moved under a temporary root and the
+/// environment the StatefulSet gives it.
+fn check_nats_conf_loads(overlay: &str, nats_conf: &str, auth: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().display().to_string();
+    let tls = tmp.path().join("etc/nats/tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let pki = oprelay_testkit::TestPki::generate(&tls);
+    for (from, to) in [
+        (&pki.server_cert, "tls.crt"),
+        (&pki.server_key, "tls.key"),
+        (&pki.ca_cert, "ca.crt"),
+    ] {
+        std::fs::copy(from, tls.join(to)).unwrap();
+    }
+    let conf = nats_conf
+        .replace("/etc/nats/", &format!("{root}/etc/nats/"))
+        .replace("/data/", &format!("{root}/data/"))
+        .replace("/var/run/nats/", &format!("{root}/"));
+    std::fs::write(tmp.path().join("nats.conf"), conf).unwrap();
+    std::fs::write(tmp.path().join("auth.conf"), auth).unwrap();
+    let mut cmd = Command::new(oprelay_testkit::nats_server_bin());
+    cmd.arg("-t")
+        .arg("-c")
+        .arg(tmp.path().join("nats.conf"))
+        .env("POD_NAME", "nats-0");
+    for role in oprelay_bus::access::Role::ALL {
+        cmd.env(role.password_env(), "x");
+    }
+    run(
+        &mut cmd,
+        &format!("nats-server -t of the {overlay} nats.conf"),
+    );
+}
+
 fn replicas(objects: &[Value], kind: &str, name: &str) -> u64 {
     named(objects, kind, name)["spec"]["replicas"]
         .as_u64()
@@ -314,6 +552,7 @@ fn dev_overlay_renders_validates_and_runs_one_of_everything() {
     let objects = render("dev");
     check_workloads("dev", &objects);
     let config = check_config("dev", &objects);
+    check_nats_access("dev", &objects, &config);
     for d in [
         "oprelay-fetcher",
         "oprelay-normalizer",
@@ -335,6 +574,15 @@ fn prod_overlay_renders_validates_and_runs_a_nats_cluster() {
     let objects = render("prod");
     check_workloads("prod", &objects);
     let config = check_config("prod", &objects);
+    check_nats_access("prod", &objects, &config);
+    // TLS for clients and routes, and clients that require it.
+    let nats_conf = config_file(&objects, "nats-config", "nats.conf");
+    assert_eq!(
+        nats_conf.matches("tls {").count(),
+        2,
+        "client and route TLS"
+    );
+    assert!(config.nats.url.starts_with("tls://"), "{}", config.nats.url);
     assert_eq!(replicas(&objects, "Deployment", "oprelay-fetcher"), 2);
     assert_eq!(replicas(&objects, "Deployment", "oprelay-normalizer"), 2);
     assert_eq!(replicas(&objects, "Deployment", "oprelay-forwarder"), 2);

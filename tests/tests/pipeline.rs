@@ -43,7 +43,7 @@ async fn backfill_and_live_reach_both_sinks_through_kill_9_of_everything() {
         p.start_service(service).await;
         progress(&p, 5_000, &format!("kill -9 of {service}")).await;
     }
-    p.nats.restart();
+    p.nats.restart(0);
     progress(&p, 5_000, "kill -9 of nats-server").await;
 
     // Everything the account held at this moment must arrive; live events keep coming.

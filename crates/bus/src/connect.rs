@@ -134,6 +134,16 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
         opts = opts.name(name);
     }
     let (url, in_url) = split_credentials(&settings.url);
+    // Replies to a named user come under its own prefix, the only inbox its permissions let it
+    // read (see `access`).
+    let user = match (&settings.user, &in_url) {
+        (Some(user), _) => Some(user.clone()),
+        (None, Some(UrlCredentials::UserPassword(user, _))) => Some(user.clone()),
+        _ => None,
+    };
+    if let Some(user) = user {
+        opts = opts.custom_inbox_prefix(crate::access::inbox_prefix(&user));
+    }
     match (&settings.user, &settings.password) {
         (Some(user), Some(password)) => {
             opts = opts.user_and_password(user.clone(), password.expose().to_owned());
@@ -175,7 +185,9 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
             ))
         }
     }
-    opts.connect(url.as_str()).await.map_err(|e| {
+    // The client takes a list as a list; one string with commas would be read as one URL.
+    let servers: Vec<&str> = url.split(',').collect();
+    opts.connect(servers).await.map_err(|e| {
         let retryable = matches!(
             e.kind(),
             ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns

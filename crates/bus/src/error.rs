@@ -20,6 +20,12 @@ pub enum BusError {
     #[error("cannot provision {what}: {source}")]
     Provision { what: String, source: Source },
 
+    #[error(
+        "NATS is not provisioned for this configuration: {}. Run `oprelay nats provision` with this configuration",
+        problems.join("; ")
+    )]
+    NotProvisioned { problems: Vec<String> },
+
     #[error("publish to `{subject}` failed: {source}")]
     Publish { subject: String, source: Source },
 
@@ -60,7 +66,10 @@ impl BusError {
             | BusError::Consume { .. } => true,
             // A lost compare-and-set needs a fresh read, not a blind retry.
             BusError::Conflict { .. } => false,
-            BusError::Settings(_) | BusError::Decode { .. } => false,
+            // Someone has to run `oprelay nats provision`.
+            BusError::Settings(_) | BusError::Decode { .. } | BusError::NotProvisioned { .. } => {
+                false
+            }
         }
     }
 }

@@ -2,8 +2,10 @@
 //! dedup id and W3C trace context and wait for the JetStream ack, and read and write JSON in KV
 //! buckets with compare-and-set.
 
+pub mod access;
 mod connect;
 mod error;
+mod provision;
 mod topology;
 pub mod trace;
 
@@ -18,7 +20,8 @@ use oprelay_events::names::header;
 pub use async_nats;
 pub use connect::{connect, install_crypto_provider, redact_url, NatsSettings};
 pub use error::BusError;
-pub use topology::{ensure_pull_consumer, provision, Topology};
+pub use provision::{check, provision, pull_consumer, Action, Mode, Need, Step};
+pub use topology::{ConsumerSpec, Topology};
 
 /// A message for a JetStream stream. `msg_id` becomes `Nats-Msg-Id`: publish the same id twice
 /// within the stream's duplicate window and the second is dropped by the server.
@@ -113,8 +116,15 @@ impl Bus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    pub async fn provision(&self, topology: &Topology) -> Result<(), BusError> {
-        provision(&self.js, topology).await
+    /// Creates and updates whatever differs from `topology`, holding back what would delete
+    /// data (see [`Mode`]).
+    pub async fn provision(&self, topology: &Topology) -> Result<Vec<Step>, BusError> {
+        provision(&self.js, topology, Mode::Apply).await
+    }
+
+    /// Fails, listing every problem, unless what `needs` names exists as `topology` says.
+    pub async fn check(&self, topology: &Topology, needs: &[Need]) -> Result<(), BusError> {
+        check(&self.js, topology, needs).await
     }
 
     /// Publishes and waits for the JetStream ack, with the current span's trace context.

@@ -298,3 +298,38 @@ async fn publish_carries_the_current_trace_context() {
     use opentelemetry::trace::TraceContextExt;
     assert_eq!(parent.span().span_context().trace_id(), trace_id);
 }
+
+/// A shorter retention deletes data: provisioning reports it and leaves the stream alone
+/// unless told to shrink (issue 13).
+#[tokio::test]
+async fn provisioning_never_shrinks_retention_silently() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let week = Topology::default();
+    bus.provision(&week).await.expect("first provision");
+    let shorter = Topology {
+        raw_max_age: Duration::from_secs(3600),
+        ..Topology::default()
+    };
+    let _ = bus.provision(&shorter).await;
+    let mut raw = bus.jetstream().get_stream(names::STREAM_RAW).await.unwrap();
+    assert_eq!(
+        raw.info().await.unwrap().config.max_age,
+        week.raw_max_age,
+        "a shorter max_age must not be applied without --shrink-retention"
+    );
+}
+
+/// A cluster is configured as a comma-separated list of its nodes' URLs; a client must reach
+/// the cluster through any of them, even when the first is down (issue 13).
+#[tokio::test]
+async fn connects_through_a_list_of_servers_whose_first_is_down() {
+    let server = NatsServer::start();
+    let down = format!("nats://127.0.0.1:{}", oprelay_testkit::free_port());
+    let bus = Bus::connect(&settings(format!("{down},{}", server.url())))
+        .await
+        .expect("the second server of the list");
+    bus.provision(&Topology::default())
+        .await
+        .expect("provision");
+}

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use oprelay_bus::Bus;
-use oprelay_events::{AccountName, Feed, LookupKind};
+use oprelay_bus::{Action, Bus, Mode, Need};
+use oprelay_events::{names, AccountName, Feed, LookupKind};
 use oprelay_normalizer::normalize::Source;
 use oprelay_service::config::{self, Config, OutputFormat};
 
@@ -41,6 +41,9 @@ enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The NATS side: streams, buckets, consumers and who may use them.
+    #[command(subcommand)]
+    Nats(NatsCommand),
     /// Per account and feed: cursor age, last poll, last event, events in the last hour,
     /// failures; sink backlogs; open alarms.
     Status {
@@ -154,6 +157,25 @@ enum DlqCommand {
 }
 
 #[derive(Subcommand)]
+enum NatsCommand {
+    /// Create and update every stream, bucket and consumer this config needs. Changes that
+    /// would delete data (shorter retention, smaller size limits) are held back and listed.
+    /// Exit code 2 when something was held back.
+    Provision {
+        /// Print what would change, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also apply shorter retention and smaller limits (deletes what falls outside them).
+        #[arg(long, conflicts_with = "dry_run")]
+        shrink_retention: bool,
+    },
+    /// Print nats-server's `authorization` block: one user per service, an operator and a
+    /// read-only subscriber, each with only the subjects it needs (for this config's sinks).
+    /// Passwords are read by nats-server from the environment variables it names.
+    Authorization,
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Load and validate the config the way every service does.
     Check,
@@ -190,14 +212,34 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Connects for a command that writes (import, ingest, replay): what it writes into must
-/// exist, so the topology is provisioned first.
-async fn connect(cfg: &Config) -> anyhow::Result<Bus> {
+/// Connects for a command that writes (import, ingest, replay), after checking that what it
+/// writes into exists: a publish into a missing stream would only say "no responders".
+async fn connect_to_write(cfg: &Config, needs: &[Need]) -> anyhow::Result<Bus> {
     let bus = connect_read_only(cfg).await?;
-    bus.provision(&cfg.topology())
+    bus.check(&cfg.topology(), needs).await?;
+    Ok(bus)
+}
+
+/// `oprelay nats provision`: prints one line per stream, bucket and consumer.
+async fn provision(cfg: &Config, mode: Mode) -> anyhow::Result<ExitCode> {
+    let bus = connect_read_only(cfg).await?;
+    let steps = oprelay_bus::provision(bus.jetstream(), &cfg.topology(), mode)
         .await
         .context("provisioning the NATS topology")?;
-    Ok(bus)
+    let prefix = if mode == Mode::DryRun { "would " } else { "" };
+    let mut held_back = false;
+    for step in &steps {
+        match step.action {
+            Action::Unchanged => println!("{step}"),
+            _ => println!("{prefix}{step}"),
+        }
+        held_back |= !step.held_back.is_empty();
+    }
+    Ok(if held_back {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Connects for a command that only reads (`status`, `dlq list/show`, `lookups list/get`,
@@ -226,12 +268,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Config(ConfigCommand::Check) => {
             cfg.check_account_tokens()?;
+            cfg.check_sink_files()?;
             println!(
                 "config OK: {} account(s), {} sink(s), NATS at {}",
                 cfg.accounts.len(),
                 cfg.sinks.len(),
                 oprelay_bus::redact_url(&cfg.nats.url)
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Nats(NatsCommand::Provision {
+            dry_run,
+            shrink_retention,
+        }) => {
+            let mode = match (dry_run, shrink_retention) {
+                (true, _) => Mode::DryRun,
+                (false, true) => Mode::ApplyAndShrink,
+                (false, false) => Mode::Apply,
+            };
+            provision(&cfg, mode).await
+        }
+        Command::Nats(NatsCommand::Authorization) => {
+            let sinks: Vec<String> = cfg.sinks.iter().map(|s| s.name.clone()).collect();
+            print!("{}", oprelay_bus::access::authorization_config(&sinks));
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { watch } => {
@@ -282,7 +341,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let account = AccountName::new(&account)
                 .map_err(|e| anyhow::anyhow!("--account {account:?}: {e}"))?;
-            let bus = connect(&cfg).await?;
+            let bus = connect_to_write(&cfg, &[Need::Stream(names::STREAM_RAW)]).await?;
             let opts = ingest::Options {
                 files,
                 account,
@@ -300,7 +359,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bus = if dry_run {
                 None
             } else {
-                Some(connect(&cfg).await?)
+                Some(connect_to_write(&cfg, &[Need::Bucket(names::BUCKET_LOOKUPS)]).await?)
             };
             lookups::import(bus.as_ref(), &parsed).await?;
             Ok(ExitCode::SUCCESS)
@@ -335,7 +394,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 stage: stage.as_deref(),
                 sink: sink.as_deref(),
             });
-            dlq::replay(&connect(&cfg).await?, &seqs, all, keep).await?;
+            let needs = [
+                Need::Stream(names::STREAM_DLQ),
+                Need::Stream(names::STREAM_RAW),
+                Need::Stream(names::STREAM_EVENTS),
+            ];
+            dlq::replay(&connect_to_write(&cfg, &needs).await?, &seqs, all, keep).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -41,9 +41,16 @@ async fn bus(nats: &NatsServer) -> Bus {
     .unwrap()
 }
 
+/// `oprelay nats provision`, as an operator runs it once before starting the services.
+fn provision(nats: &NatsServer) {
+    let out = oprelay(nats, &["nats", "provision"]);
+    assert!(out.status.success(), "nats provision: {}", text(&out));
+}
+
 #[tokio::test]
 async fn lookups_import_every_format_all_or_nothing() {
     let nats = NatsServer::start();
+    provision(&nats);
     let dir = tempfile::tempdir().unwrap();
     let items = write(
         dir.path(),
@@ -266,13 +273,14 @@ async fn status_shows_feeds_sinks_and_open_alarms() {
         )
         .await
         .unwrap();
-    oprelay_bus::ensure_pull_consumer(
-        bus.jetstream(),
-        names::STREAM_EVENTS,
-        "sink-splunk",
-        &[],
-        std::time::Duration::from_secs(30),
-    )
+    bus.provision(&oprelay_bus::Topology {
+        consumers: vec![oprelay_bus::ConsumerSpec {
+            stream: names::STREAM_EVENTS.into(),
+            durable: "sink-splunk".into(),
+            filters: Vec::new(),
+        }],
+        ..Default::default()
+    })
     .await
     .unwrap();
     for (i, n) in [3u32, 4].into_iter().enumerate() {
@@ -468,4 +476,72 @@ async fn read_only_commands_change_nothing_on_the_bus() {
             args.join(" ")
         );
     }
+}
+
+/// Provisioning is an explicit, reviewable step: a dry run lists the plan and changes nothing,
+/// a run applies it, a shorter retention is held back (exit 2) until `--shrink-retention`,
+/// and a writing command on an unprovisioned bus says what to run.
+#[tokio::test]
+async fn nats_provision_plans_applies_and_holds_back_shrinking() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "users.json",
+        r#"[{"id":"U1","name":"Ada","email":"a@x","type":"MEMBER","state":"ACTIVE"}]"#,
+    );
+    let out = oprelay(&nats, &["lookups", "import", &file]);
+    assert!(!out.status.success(), "import into nothing: {}", text(&out));
+    assert!(
+        text(&out).contains("oprelay nats provision"),
+        "{}",
+        text(&out)
+    );
+
+    let out = oprelay(&nats, &["nats", "provision", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan = text(&out);
+    for line in [
+        "would create stream OP_RAW",
+        "would create bucket OP_CURSORS",
+        "would create consumer normalizer on OP_RAW",
+    ] {
+        assert!(plan.contains(line), "{line} in:\n{plan}");
+    }
+    let bus = bus(&nats).await;
+    assert!(
+        bus.jetstream().get_stream(names::STREAM_RAW).await.is_err(),
+        "dry run created"
+    );
+
+    provision(&nats);
+    let out = oprelay(&nats, &["nats", "provision"]);
+    assert!(
+        text(&out).contains("stream OP_RAW is up to date"),
+        "{}",
+        text(&out)
+    );
+    let out = oprelay(&nats, &["lookups", "import", &file]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let shorter = |extra: &[&str]| {
+        let mut cmd = Command::new(binary("oprelay"));
+        cmd.args(["nats", "provision"])
+            .args(extra)
+            .env("OPRELAY_NATS__URL", nats.url())
+            .env("OPRELAY_NATS__RAW_MAX_AGE", "1h")
+            .env_remove("OPRELAY_CONFIG");
+        cmd.output().unwrap()
+    };
+    let out = shorter(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--shrink-retention"), "{}", text(&out));
+    let age = || async {
+        let mut s = bus.jetstream().get_stream(names::STREAM_RAW).await.unwrap();
+        s.info().await.unwrap().config.max_age
+    };
+    assert_eq!(age().await, std::time::Duration::from_secs(7 * 86_400));
+    let out = shorter(&["--shrink-retention"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(age().await, std::time::Duration::from_secs(3600));
 }

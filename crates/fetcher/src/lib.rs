@@ -21,7 +21,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use oprelay_bus::{BusError, JsonKv};
+use oprelay_bus::{BusError, JsonKv, Need};
 use oprelay_events::{names, Feed, FeedStatus};
 use oprelay_service::config::AccountConfig;
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
@@ -34,6 +34,14 @@ use crate::metrics::FetcherMetrics;
 use crate::poller::{Account, Deps, LeaseView, Poller};
 
 pub const SERVICE: &str = "fetcher";
+/// What the fetcher writes to; checked at start.
+const NEEDS: [Need; 5] = [
+    Need::Stream(names::STREAM_RAW),
+    Need::Stream(names::STREAM_DLQ),
+    Need::Bucket(names::BUCKET_CURSORS),
+    Need::Bucket(names::BUCKET_LEASES),
+    Need::Bucket(names::BUCKET_STATUS),
+];
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9461);
 
@@ -78,7 +86,8 @@ pub async fn run_with(
     let metrics = Metrics::new();
     let fetcher_metrics = FetcherMetrics::register(&metrics);
     let Some(started) =
-        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+        oprelay_service::start(&config, SERVICE, &NEEDS, DEFAULT_LISTEN, metrics, &shutdown)
+            .await?
     else {
         return Ok(());
     };

@@ -64,7 +64,7 @@ async fn logs_never_contain_the_token_and_sigterm_exits_cleanly() {
     std::fs::write(
         &config_path,
         format!(
-            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"debug\"\n\
+            "[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"debug\"\n\
              [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
              start_time = \"2000-01-01T00:00:00Z\"\npoll_interval = \"1s\"\n",
             world.nats.url(),
@@ -121,7 +121,7 @@ async fn a_healthy_run_logs_no_token_either() {
     std::fs::write(
         &config_path,
         format!(
-            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+            "[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
              [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
              start_time = \"2000-01-01T00:00:00Z\"\npage_size = 100\n",
             world.nats.url(),
@@ -178,7 +178,7 @@ async fn a_replica_frozen_past_its_lease_neither_loses_nor_duplicates() {
         std::fs::write(
             &path,
             format!(
-                "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+                "[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
                  [fetcher]\nreplica_id = \"{replica}\"\nlease_ttl = \"3s\"\nrequests_per_minute = 240\n\
                  [[accounts]]\nname = \"acme\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\n\
                  start_time = \"2000-01-01T00:00:00Z\"\npage_size = 50\nfeeds = [\"item_usages\"]\n",
@@ -249,7 +249,7 @@ async fn a_password_in_the_nats_url_is_never_logged() {
         .replace("nats://", &format!("nats://svc:{PASSWORD}@"));
     std::fs::write(
         &config_path,
-        format!("[nats]\nurl = \"{url}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"trace\"\n"),
+        format!("[nats]\nurl = \"{url}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"trace\"\n"),
     )
     .unwrap();
     let mut cmd = Command::new(binary("oprelay-fetcher"));

@@ -52,6 +52,7 @@ async fn feeds_spread_and_fail_over() {
             r#"
 [nats]
 url = "{nats}"
+provision_at_start = true
 [telemetry]
 listen = "127.0.0.1:0"
 [fetcher]

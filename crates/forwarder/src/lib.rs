@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use oprelay_bus::async_nats::jetstream;
-use oprelay_bus::{header_value, BusError};
+use oprelay_bus::{header_value, BusError, Need};
 use oprelay_events::names::{self, header};
 use oprelay_events::Feed;
 use oprelay_service::config::SinkConfig;
@@ -49,37 +49,8 @@ pub enum ForwarderError {
     Sink(#[from] BuildError),
 }
 
-/// The narrowest subject filter JetStream 2.9 can apply (one subject); anything wider is
-/// filtered here as well.
-fn filter_subject(s: &SinkConfig) -> Option<String> {
-    let account = s
-        .accounts
-        .as_ref()
-        .filter(|v| v.len() == 1)
-        .map(|v| v[0].to_string());
-    let feed = s
-        .feeds
-        .as_ref()
-        .filter(|v| v.len() == 1)
-        .map(|v| v[0].to_string());
-    match (account, feed) {
-        (Some(a), Some(f)) => Some(format!("op.events.{a}.{f}")),
-        (Some(a), None) if s.feeds.is_none() => Some(format!("op.events.{a}.*")),
-        (None, Some(f)) if s.accounts.is_none() => Some(format!("op.events.*.{f}")),
-        _ => None,
-    }
-}
-
-/// The subjects a sink's consumer takes: its records (all of `OP_EVENTS` when its filter cannot
-/// be one subject) and the replays meant for it alone.
-fn consumer_filters(s: &SinkConfig) -> Vec<String> {
-    match filter_subject(s) {
-        Some(events) => vec![events, names::replay_filter(&s.name)],
-        // No filter: replays for other sinks arrive too and are skipped in `add`.
-        None => Vec::new(),
-    }
-}
-
+/// Whether a sink takes a feed of an account. Its consumer's filter already holds only
+/// those; this guards a consumer whose filter an operator has not reconciled yet.
 fn wanted(s: &SinkConfig, account: &str, feed: Feed) -> bool {
     s.accounts
         .as_ref()
@@ -116,12 +87,21 @@ pub async fn run_with(
     let metrics = Metrics::new();
     let m = ForwarderMetrics::register(&metrics);
     // Build every sink before connecting: a bad sink config fails the start, not the night.
+    config.check_sink_files().map_err(StartError::from)?;
     let mut sinks = Vec::new();
     for s in &config.sinks {
         sinks.push((s.clone(), AnySink::build(s)?));
     }
+    let mut needs = vec![Need::Stream(names::STREAM_DLQ)];
+    needs.extend(
+        config
+            .sinks
+            .iter()
+            .map(|s| Need::Consumer(names::sink_consumer(&s.name))),
+    );
     let Some(started) =
-        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+        oprelay_service::start(&config, SERVICE, &needs, DEFAULT_LISTEN, metrics, &shutdown)
+            .await?
     else {
         return Ok(());
     };
@@ -132,14 +112,9 @@ pub async fn run_with(
     let mut workers = JoinSet::new();
     for (sink_config, sink) in sinks {
         let durable = names::sink_consumer(&sink_config.name);
-        let consumer = oprelay_bus::ensure_pull_consumer(
-            started.bus.jetstream(),
-            names::STREAM_EVENTS,
-            &durable,
-            &consumer_filters(&sink_config),
-            ack_wait,
-        )
-        .await?;
+        let consumer =
+            oprelay_bus::pull_consumer(started.bus.jetstream(), names::STREAM_EVENTS, &durable)
+                .await?;
         let ctx = Arc::new(SinkCtx {
             name: sink_config.name.clone(),
             sink,

@@ -505,12 +505,11 @@ async fn a_message_left_unacknowledged_is_delivered_again_and_counted() {
     ));
     // The sink's own durable consumer hands the first message to "a forwarder" that stops
     // before acknowledging it.
-    let consumer = oprelay_bus::ensure_pull_consumer(
+    world.bus.provision(&config.topology()).await.unwrap();
+    let consumer = oprelay_bus::pull_consumer(
         world.bus.jetstream(),
         names::STREAM_EVENTS,
         &names::sink_consumer("file"),
-        &[],
-        Duration::from_secs(2),
     )
     .await
     .unwrap();
@@ -740,7 +739,7 @@ async fn a_changed_sink_filter_reaches_its_consumer() {
     let addr = serve(http_receiver(state.clone(), None)).await;
     let sink = |feeds: &str, ack_wait: &str| {
         config::from_toml(&format!(
-            "[nats]\nurl = \"{}\"\nack_wait = \"{ack_wait}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+            "[nats]\nurl = \"{}\"\nack_wait = \"{ack_wait}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
              [[sinks]]\nname = \"panther\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nfeeds = {feeds}\n\
              batch = {{ max_events = 100, timeout = \"100ms\" }}\n",
             world.nats.url()

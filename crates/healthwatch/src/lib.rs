@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use time::OffsetDateTime;
 
-use oprelay_bus::{Bus, BusError, JsonKv, Outgoing};
+use oprelay_bus::{Bus, BusError, JsonKv, Need, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::{AlarmKind, AlarmState, Feed, FeedStatus, Lease};
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
@@ -28,6 +28,15 @@ use crate::alarm::{dropoff, AlarmRecord, Observation};
 use crate::notify::Notifier;
 
 pub const SERVICE: &str = "healthwatch";
+/// What healthwatch watches and writes to; checked at start.
+const NEEDS: [Need; 6] = [
+    Need::Stream(names::STREAM_EVENTS),
+    Need::Stream(names::STREAM_DLQ),
+    Need::Stream(names::STREAM_ALARMS),
+    Need::Bucket(names::BUCKET_HEALTH),
+    Need::Bucket(names::BUCKET_STATUS),
+    Need::Bucket(names::BUCKET_LEASES),
+];
 pub const DEFAULT_LISTEN: std::net::SocketAddr =
     std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9464);
 /// The lease that makes one replica the evaluator.
@@ -106,7 +115,8 @@ pub async fn run_with(
         m.evaluation.clone(),
     );
     let Some(started) =
-        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+        oprelay_service::start(&config, SERVICE, &NEEDS, DEFAULT_LISTEN, metrics, &shutdown)
+            .await?
     else {
         return Ok(());
     };

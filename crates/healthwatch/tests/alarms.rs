@@ -74,7 +74,7 @@ impl World {
 
     fn config(&self, hook: &str, extra: &str) -> Config {
         config::from_toml(&format!(
-            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
+            "[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n\
              [healthwatch]\ndropoff_after = \"15m\"\ninterval = \"1s\"\nsink_stalled_after = \"15m\"\nnotify = [{{ type = \"webhook\", url = \"{hook}\" }}]\n\
              [[accounts]]\nname = \"acme\"\ntoken_file = \"{}\"\nfeeds = [\"item_usages\"]\n{extra}",
             self.nats.url(),
@@ -158,15 +158,19 @@ impl World {
 
     /// The `siem` sink's durable consumer on `OP_EVENTS`.
     async fn sink_consumer(&self) -> PullConsumer {
-        oprelay_bus::ensure_pull_consumer(
-            self.bus.jetstream(),
-            names::STREAM_EVENTS,
-            "sink-siem",
-            &[],
-            Duration::from_secs(30),
-        )
-        .await
-        .unwrap()
+        let topology = oprelay_bus::Topology {
+            consumers: vec![oprelay_bus::ConsumerSpec {
+                stream: names::STREAM_EVENTS.into(),
+                durable: "sink-siem".into(),
+                filters: Vec::new(),
+            }],
+            ack_wait: Duration::from_secs(30),
+            ..Default::default()
+        };
+        self.bus.provision(&topology).await.unwrap();
+        oprelay_bus::pull_consumer(self.bus.jetstream(), names::STREAM_EVENTS, "sink-siem")
+            .await
+            .unwrap()
     }
 
     async fn state(&self, key: &str) -> Option<AlarmState> {

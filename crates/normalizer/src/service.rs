@@ -19,7 +19,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use oprelay_bus::{header_value, Bus, BusError, JsonKv, Outgoing};
+use oprelay_bus::{header_value, Bus, BusError, JsonKv, Need, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed, LookupKind, LookupRow, LookupSource};
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
@@ -28,6 +28,16 @@ use crate::lookup::LookupIndex;
 use crate::normalize::{normalize_page, NormalizedPage, Source};
 
 pub const SERVICE: &str = "normalizer";
+
+/// What the normalizer reads and writes; checked at start.
+fn needs() -> [Need; 4] {
+    [
+        Need::Consumer(names::CONSUMER_NORMALIZER.to_owned()),
+        Need::Stream(names::STREAM_EVENTS),
+        Need::Stream(names::STREAM_DLQ),
+        Need::Bucket(names::BUCKET_LOOKUPS),
+    ]
+}
 
 /// Most raw pages, and bytes, pulled at once; a page is at most one bus message (1 MiB).
 const PULL_PAGES: usize = 16;
@@ -127,8 +137,15 @@ pub async fn run_with(
 ) -> Result<(), NormalizerError> {
     let metrics = Metrics::new();
     let m = NormalizerMetrics::register(&metrics);
-    let Some(started) =
-        oprelay_service::start(&config, SERVICE, DEFAULT_LISTEN, metrics, &shutdown).await?
+    let Some(started) = oprelay_service::start(
+        &config,
+        SERVICE,
+        &needs(),
+        DEFAULT_LISTEN,
+        metrics,
+        &shutdown,
+    )
+    .await?
     else {
         return Ok(());
     };
@@ -147,12 +164,10 @@ pub async fn run_with(
         })
         .collect();
 
-    let consumer = oprelay_bus::ensure_pull_consumer(
+    let consumer = oprelay_bus::pull_consumer(
         bus.jetstream(),
         names::STREAM_RAW,
         names::CONSUMER_NORMALIZER,
-        &[],
-        config.topology().ack_wait,
     )
     .await?;
     let consume_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Consume {

@@ -24,7 +24,7 @@ impl World {
 
     async fn start_on(nats: NatsServer) -> World {
         let config = config::from_toml(&format!(
-            "[nats]\nurl = \"{}\"\nack_wait = \"2s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+            "[nats]\nurl = \"{}\"\nack_wait = \"2s\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
             nats.url()
         ))
         .unwrap();

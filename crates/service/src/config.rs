@@ -14,7 +14,8 @@ use figment::Figment;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use oprelay_bus::{NatsSettings, Topology};
+use oprelay_bus::{ConsumerSpec, NatsSettings, Topology};
+use oprelay_events::names;
 use oprelay_events::{AccountName, Feed, Secret};
 
 use crate::units::{ByteSize, HumanDuration};
@@ -87,6 +88,17 @@ pub struct NatsConfig {
     pub duplicate_window: HumanDuration,
     /// How long a message may stay unacknowledged before it is redelivered (after a crash).
     pub ack_wait: HumanDuration,
+    /// Size limits of the streams (unset: only the age limit). A full stream drops its
+    /// oldest messages, so leave room for the longest consumer backlog you want to survive.
+    pub raw_max_bytes: Option<ByteSize>,
+    pub events_max_bytes: Option<ByteSize>,
+    pub dlq_max_bytes: Option<ByteSize>,
+    pub alarms_max_bytes: Option<ByteSize>,
+    /// Create and update the streams, buckets and consumers when the service starts, instead
+    /// of only checking they exist. For the local demo and tests; in production provisioning
+    /// is an operator's step (`oprelay nats provision`), and the services' NATS users have no
+    /// right to change the topology.
+    pub provision_at_start: bool,
 }
 
 impl Default for NatsConfig {
@@ -107,6 +119,11 @@ impl Default for NatsConfig {
             dlq_max_age: HumanDuration(t.dlq_max_age),
             duplicate_window: HumanDuration(t.duplicate_window),
             ack_wait: HumanDuration(t.ack_wait),
+            raw_max_bytes: None,
+            events_max_bytes: None,
+            dlq_max_bytes: None,
+            alarms_max_bytes: None,
+            provision_at_start: false,
         }
     }
 }
@@ -789,6 +806,31 @@ impl Config {
         Ok(())
     }
 
+    /// That every file a sink reads (tokens, passwords, TLS material, header files) is
+    /// there. Only the forwarder (and `oprelay config check`) needs them: the other pods do not
+    /// mount the SIEM credentials, so loading the config does not open them.
+    pub fn check_sink_files(&self) -> Result<(), ConfigError> {
+        for (i, s) in self.sinks.iter().enumerate() {
+            let key = |k: &str| format!("sinks[{i}].{k}");
+            for (k, p) in [
+                ("token_file", &s.token_file),
+                ("password_file", &s.password_file),
+                ("api_key_file", &s.api_key_file),
+                ("tls.ca_file", &s.tls.ca_file),
+                ("tls.cert_file", &s.tls.cert_file),
+                ("tls.key_file", &s.tls.key_file),
+            ] {
+                if let Some(p) = p {
+                    check_file(&key(k), p)?;
+                }
+            }
+            for (name, p) in s.headers_from_files.iter().flatten() {
+                check_file(&key(&format!("headers_from_files.{name}")), p)?;
+            }
+        }
+        Ok(())
+    }
+
     /// That every account's token can be found: the file exists, the variable is set. Only the
     /// fetcher (and `oprelay config check`) needs the tokens, so the other services, whose pods
     /// do not mount them, skip this.
@@ -889,6 +931,22 @@ impl Config {
             HumanDuration::secs(600),
             HumanDuration::secs(30 * 86_400),
         )?;
+        for (key, size) in [
+            ("nats.raw_max_bytes", n.raw_max_bytes),
+            ("nats.events_max_bytes", n.events_max_bytes),
+            ("nats.dlq_max_bytes", n.dlq_max_bytes),
+            ("nats.alarms_max_bytes", n.alarms_max_bytes),
+        ] {
+            // Below a few pages a stream cannot hold one backlog; JetStream reads 0 as none.
+            if let Some(size) = size {
+                if size.0 < 16 * 1024 * 1024 {
+                    return Err(ConfigError::new(
+                        key,
+                        format!("{size} is too small (at least 16MiB; leave it unset for no size limit)"),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -924,12 +982,49 @@ impl Config {
             dlq_max_age: n.dlq_max_age.0,
             duplicate_window: n.duplicate_window.0,
             ack_wait: n.ack_wait.0,
+            raw_max_bytes: n.raw_max_bytes.map(|b| b.0),
+            events_max_bytes: n.events_max_bytes.map(|b| b.0),
+            dlq_max_bytes: n.dlq_max_bytes.map(|b| b.0),
+            alarms_max_bytes: n.alarms_max_bytes.map(|b| b.0),
+            consumers: std::iter::once(ConsumerSpec::normalizer())
+                .chain(self.sinks.iter().map(SinkConfig::consumer))
+                .collect(),
             ..Topology::default()
         }
     }
 }
 
 impl SinkConfig {
+    /// The forwarder's durable consumer for this sink on `OP_EVENTS`: exactly the accounts and
+    /// feeds the sink takes (one filter per pair, `*` where it takes all), and the replays
+    /// meant for it alone.
+    pub fn consumer(&self) -> ConsumerSpec {
+        let accounts: Vec<String> = match &self.accounts {
+            Some(list) => list.iter().map(ToString::to_string).collect(),
+            None => vec!["*".to_owned()],
+        };
+        let feeds: Vec<String> = match &self.feeds {
+            Some(list) => list.iter().map(ToString::to_string).collect(),
+            None => vec!["*".to_owned()],
+        };
+        let mut filters = Vec::new();
+        for account in &accounts {
+            for feed in &feeds {
+                let filter = format!("op.events.{account}.{feed}");
+                // JetStream refuses overlapping filters; a name listed twice would be one.
+                if !filters.contains(&filter) {
+                    filters.push(filter);
+                }
+            }
+        }
+        filters.push(names::replay_filter(&self.name));
+        ConsumerSpec {
+            stream: names::STREAM_EVENTS.to_owned(),
+            durable: names::sink_consumer(&self.name),
+            filters,
+        }
+    }
+
     fn validate(&self, at: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{at}.{k}");
         let name_ok = !self.name.is_empty()
@@ -1035,18 +1130,6 @@ impl SinkConfig {
                 key("username"),
                 "username and password_file go together",
             ));
-        }
-        for (k, p) in [
-            ("token_file", &self.token_file),
-            ("password_file", &self.password_file),
-            ("api_key_file", &self.api_key_file),
-            ("tls.ca_file", &self.tls.ca_file),
-            ("tls.cert_file", &self.tls.cert_file),
-            ("tls.key_file", &self.tls.key_file),
-        ] {
-            if let Some(p) = p {
-                check_file(&key(k), p)?;
-            }
         }
         if let Some(t) = &self.transport {
             if !["tcp", "tls", "udp"].contains(&t.as_str()) {

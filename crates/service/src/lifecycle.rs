@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use oprelay_bus::{Bus, BusError};
+use oprelay_bus::{Bus, BusError, Need};
 
 use crate::admin::{self, Health, Metrics};
 use crate::config::{self, Config, ConfigError};
@@ -143,11 +143,13 @@ pub struct Started {
 }
 
 /// Starts the admin listener (on `telemetry.listen` or the service's own port), connects to
-/// NATS and provisions the topology, retrying transient failures with backoff until shutdown.
-/// `Ok(None)` when shutdown came first.
+/// NATS and checks that what the service `needs` is provisioned (or, with
+/// `nats.provision_at_start`, provisions it), retrying transient failures with backoff until
+/// shutdown. `Ok(None)` when shutdown came first.
 pub async fn start(
     config: &Config,
     service: &str,
+    needs: &[Need],
     default_listen: SocketAddr,
     metrics: Metrics,
     shutdown: &CancellationToken,
@@ -163,7 +165,14 @@ pub async fn start(
     let bus = loop {
         let attempt = async {
             let bus = Bus::connect(&settings).await?;
-            bus.provision(&topology).await?;
+            if config.nats.provision_at_start {
+                for step in bus.provision(&topology).await? {
+                    if step.action != oprelay_bus::Action::Unchanged {
+                        tracing::info!(%step, "provisioned");
+                    }
+                }
+            }
+            bus.check(&topology, needs).await?;
             Ok::<_, BusError>(bus)
         };
         match attempt.await {
@@ -180,7 +189,7 @@ pub async fn start(
         }
     };
     health.set_ready(&bus);
-    tracing::info!(url = %oprelay_bus::redact_url(&settings.url), "connected to NATS; topology provisioned");
+    tracing::info!(url = %oprelay_bus::redact_url(&settings.url), "connected to NATS; what this service uses is provisioned");
     Ok(Some(Started {
         bus,
         health,

@@ -9,7 +9,11 @@ use prometheus_client::metrics::counter::Counter;
 #[tokio::test]
 async fn probes_follow_the_bus_and_metrics_are_served() {
     let mut nats = NatsServer::start();
-    let mut cfg = config::from_toml(&format!("[nats]\nurl = \"{}\"", nats.url())).unwrap();
+    let mut cfg = config::from_toml(&format!(
+        "[nats]\nurl = \"{}\"\nprovision_at_start = true",
+        nats.url()
+    ))
+    .unwrap();
     cfg.telemetry.listen = Some("127.0.0.1:0".parse().unwrap());
     let metrics = Metrics::new();
     let pages: Counter = Counter::default();
@@ -20,6 +24,7 @@ async fn probes_follow_the_bus_and_metrics_are_served() {
     let started = oprelay_service::start(
         &cfg,
         "test",
+        &[],
         "127.0.0.1:0".parse().unwrap(),
         metrics,
         &shutdown,
@@ -77,6 +82,7 @@ async fn start_gives_up_quietly_on_shutdown_while_nats_is_missing() {
         oprelay_service::start(
             &cfg,
             "test",
+            &[],
             "127.0.0.1:0".parse().unwrap(),
             Metrics::new(),
             &shutdown,
@@ -89,4 +95,42 @@ async fn start_gives_up_quietly_on_shutdown_while_nats_is_missing() {
         .expect("start returns after shutdown")
         .expect("no panic");
     assert!(matches!(result, Ok(None)));
+}
+
+/// Provisioning is the operator's step: a service finding its streams missing stops at once
+/// and says what to run, instead of creating them from whatever config it was given.
+#[tokio::test]
+async fn a_service_on_an_unprovisioned_bus_says_to_run_provision() {
+    let nats = NatsServer::start();
+    let mut cfg = config::from_toml(&format!("[nats]\nurl = \"{}\"", nats.url())).unwrap();
+    cfg.telemetry.listen = Some("127.0.0.1:0".parse().unwrap());
+    let needs = [
+        oprelay_bus::Need::Stream(oprelay_events::names::STREAM_RAW),
+        oprelay_bus::Need::Consumer(oprelay_events::names::CONSUMER_NORMALIZER.into()),
+    ];
+    let shutdown = CancellationToken::new();
+    let err = match oprelay_service::start(
+        &cfg,
+        "test",
+        &needs,
+        "127.0.0.1:0".parse().unwrap(),
+        Metrics::new(),
+        &shutdown,
+    )
+    .await
+    {
+        Ok(_) => panic!("a service must not start on an unprovisioned bus"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("oprelay nats provision"), "{err}");
+    assert!(err.contains("stream OP_RAW does not exist"), "{err}");
+    assert!(err.contains("consumer normalizer"), "{err}");
+    // Nothing was created on the way.
+    let bus = oprelay_bus::Bus::connect(&oprelay_bus::NatsSettings {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(bus.jetstream().get_stream("OP_RAW").await.is_err());
 }

@@ -213,3 +213,15 @@ fn every_duration_is_range_checked_and_the_error_names_the_key() {
     config::from_toml(&format!("{sink}[sinks.batch]\ntimeout = \"250ms\"\n"))
         .expect("a sub-second batch timeout is fine");
 }
+
+/// A pod mounts only its own Secrets: loading the shared config must not open another
+/// service's files (the provisioning Job, the normalizer and the fetcher do not mount the
+/// SIEM credentials). The forwarder checks them with `check_sink_files`, naming the key.
+#[test]
+fn sink_credentials_are_checked_by_whoever_uses_them() {
+    let text = "[[sinks]]\nname = \"s\"\ntype = \"splunk_hec\"\nendpoint = \"https://x\"\ntoken_file = \"/nonexistent/hec\"\n";
+    let c = config::from_toml(text).expect("another pod's Secret is not opened at load");
+    let err = c.check_sink_files().unwrap_err();
+    assert_eq!(err.key, "sinks[0].token_file");
+    assert!(err.to_string().contains("cannot be read"), "{err}");
+}

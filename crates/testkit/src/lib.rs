@@ -18,6 +18,12 @@ mod pki;
 pub mod receivers;
 pub use pki::TestPki;
 
+mod cluster;
+pub use cluster::NatsCluster;
+
+mod auth;
+pub use auth::{BusAccess, SecureBus};
+
 /// A loopback port free at the time of asking, for a process that must be told its port
 /// before it starts (an admin listener, rsyslog, opsim). Another process may take it first;
 /// on loopback in a test run that has not been seen.
@@ -34,7 +40,24 @@ pub struct NatsServer {
     port: u16,
     dir: tempfile::TempDir,
     extra_config: String,
+    env: Vec<(String, String)>,
+    http_port: u16,
     log: Arc<Mutex<String>>,
+}
+
+/// How to start a [`NatsServer`] beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// nats-server configuration appended to the harness's `host`, `port` and `jetstream`.
+    pub extra_config: String,
+    /// Environment of the server process (e.g. the passwords an authorization block names).
+    pub env: Vec<(String, String)>,
+    /// Client port; 0 picks a free one.
+    pub port: u16,
+    /// Monitoring port (`/healthz`, `/varz`); 0 picks a free one.
+    pub http_port: u16,
+    /// Lines inside a [`NatsCluster`]'s `cluster { }` block (route TLS); unused for one node.
+    pub cluster_config: String,
 }
 
 /// The nats-server releases oprelay supports, newest first (`scripts/nats-versions`).
@@ -83,12 +106,21 @@ impl NatsServer {
     /// Starts with extra nats-server configuration (authorization, tls…) appended to the
     /// harness's own `host`, `port` and `jetstream` settings.
     pub fn start_with_config(extra: &str) -> Self {
+        Self::start_with(NatsOptions {
+            extra_config: extra.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    pub fn start_with(options: NatsOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir for nats-server");
         let mut server = NatsServer {
             child: None,
-            port: 0,
+            port: options.port,
             dir,
-            extra_config: extra.to_owned(),
+            extra_config: options.extra_config,
+            env: options.env,
+            http_port: options.http_port,
             log: Arc::default(),
         };
         server.launch();
@@ -102,8 +134,12 @@ impl NatsServer {
             self.port.to_string()
         };
         let store = self.dir.path().join("jetstream");
+        let http_port = match self.http_port {
+            0 => "-1".to_owned(),
+            p => p.to_string(),
+        };
         let conf = format!(
-            "host: 127.0.0.1\nport: {port}\nhttp_port: -1\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
+            "host: 127.0.0.1\nport: {port}\nhttp_port: {http_port}\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
             store.display().to_string(),
             self.extra_config
         );
@@ -113,6 +149,7 @@ impl NatsServer {
         let mut child = Command::new(&bin)
             .arg("-c")
             .arg(&conf_path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -190,6 +227,11 @@ impl NatsServer {
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// SIGKILL, as a crash: no flush, no goodbye.

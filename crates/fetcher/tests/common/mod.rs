@@ -54,6 +54,7 @@ impl World {
             r#"
 [nats]
 url = "{nats}"
+provision_at_start = true
 [telemetry]
 listen = "127.0.0.1:0"
 [[accounts]]

@@ -47,7 +47,7 @@ impl World {
     /// A config with these `[[sinks]]` (TOML text).
     pub fn config(&self, sinks: &str) -> Config {
         config::from_toml(&format!(
-            "[nats]\nurl = \"{}\"\nack_wait = \"2s\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{sinks}",
+            "[nats]\nurl = \"{}\"\nack_wait = \"2s\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\n{sinks}",
             self.nats.url()
         ))
         .expect("test config")
