@@ -49,12 +49,13 @@ bench-cli:
     cargo build --release --quiet -p oprelay-ctl
     cargo bench --quiet -p oprelay-ctl --bench normalize_file
 
-# The whole pipeline, release binaries as processes, 1 008 000 events (4 accounts) into a file sink.
-bench-e2e:
+# The whole pipeline, release binaries as processes, 1 008 000 events (4 accounts) into a file sink,
+# over NATS with authorization and TLS. `just bench-e2e 3`: on a 3-node JetStream cluster.
+bench-e2e nodes="1":
     cargo build --release --quiet -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl
     # On tmpfs: the run writes ~3 GB (two copies in JetStream, one in the sink); a disk makes it
     # measure the disk. Override with OPRELAY_BENCH_TMPDIR.
-    TMPDIR="${OPRELAY_BENCH_TMPDIR:-/dev/shm}" cargo bench --quiet -p oprelay-e2e --bench pipeline
+    TMPDIR="${OPRELAY_BENCH_TMPDIR:-/dev/shm}" BENCH_NATS_NODES={{nodes}} cargo bench --quiet -p oprelay-e2e --bench pipeline
 
 # Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
 fuzz seconds="60":

@@ -15,6 +15,8 @@ use oprelay_events::{Feed, LookupKind};
 use oprelay_testkit::receivers::{es_receiver, hec_receiver, http_receiver, serve, Recv, Shared};
 use oprelay_testkit::{binary, eventually, BusAccess, NatsCluster};
 
+pub mod k8s;
+
 /// The four services, in the order the pipeline runs them.
 pub const SERVICES: [&str; 4] = [
     "oprelay-fetcher",
@@ -268,6 +270,8 @@ poll_interval = "1s"
         Command::new(binary("oprelay"))
             .args(args)
             .env("OPRELAY_CONFIG", &self.config)
+            // The services' overrides too: what the CLI provisions is what they check.
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(self.nats_env(Role::Operator))
             .output()
             .expect("oprelay runs")

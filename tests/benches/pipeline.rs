@@ -113,6 +113,11 @@ async fn main() {
     // Four accounts: the Events API allows 600 pages a minute per token (10 000 events/s), so
     // a pipeline faster than that is one that serves several accounts.
     let accounts = 4;
+    // `just bench-e2e 3`: a 3-node JetStream cluster with three replicas of everything.
+    let nats_nodes: usize = std::env::var("BENCH_NATS_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let total = accounts as u64 * 3 * per_feed;
     let out_dir = tempfile::tempdir().expect("temp dir");
     let out = out_dir.path().join("events.ndjson");
@@ -121,6 +126,7 @@ async fn main() {
         rate_limits: false,
         services: false,
         accounts,
+        nats_nodes,
         sinks: Some(format!(
             "[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", timeout = \"200ms\" }}\n",
             out.display()
@@ -133,7 +139,8 @@ async fn main() {
     })
     .await;
     println!(
-        "end to end: {total} events ({accounts} accounts × 3 feeds × {per_feed}), opsim without rate limits → file sink"
+        "end to end: {total} events ({accounts} accounts × 3 feeds × {per_feed}), opsim without rate limits → file sink; \
+         NATS: {nats_nodes} node(s), authorization and TLS on"
     );
     // Consumers first, so the clock starts when the fetcher does.
     for s in &SERVICES[1..] {

@@ -46,7 +46,7 @@ impl NatsCluster {
                 env: options.env.clone(),
                 port: if size > 1 { free_port() } else { options.port },
                 http_port,
-                cluster_config: String::new(),
+                ..Default::default()
             }));
             names.push(name);
             http_ports.push(http_port);
@@ -135,8 +135,9 @@ impl NatsCluster {
     }
 }
 
-/// `GET /healthz` on the monitoring port: whether it answered 200.
-fn healthz(port: u16) -> std::io::Result<bool> {
+/// `GET /healthz` on a nats-server's monitoring port: whether it answered 200 (JetStream up
+/// and, in a cluster, current).
+pub fn healthz(port: u16) -> std::io::Result<bool> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
     s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;

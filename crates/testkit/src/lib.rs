@@ -19,7 +19,7 @@ pub mod receivers;
 pub use pki::TestPki;
 
 mod cluster;
-pub use cluster::NatsCluster;
+pub use cluster::{healthz, NatsCluster};
 
 mod auth;
 pub use auth::{BusAccess, SecureBus};
@@ -42,6 +42,7 @@ pub struct NatsServer {
     extra_config: String,
     env: Vec<(String, String)>,
     http_port: u16,
+    full_config: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -58,6 +59,12 @@ pub struct NatsOptions {
     pub http_port: u16,
     /// Lines inside a [`NatsCluster`]'s `cluster { }` block (route TLS); unused for one node.
     pub cluster_config: String,
+    /// A whole nats-server configuration to run as it is (a rendered manifest's), instead of
+    /// the harness's; `{dir}` in it is replaced by the server's directory. Its listen address
+    /// must be fixed.
+    pub full_config: Option<String>,
+    /// Files written into the server's directory beside its config (e.g. an `include`d one).
+    pub files: Vec<(String, String)>,
 }
 
 /// The nats-server releases oprelay supports, newest first (`scripts/nats-versions`).
@@ -121,8 +128,12 @@ impl NatsServer {
             extra_config: options.extra_config,
             env: options.env,
             http_port: options.http_port,
+            full_config: options.full_config,
             log: Arc::default(),
         };
+        for (name, content) in &options.files {
+            std::fs::write(server.dir.path().join(name), content).expect("write a server file");
+        }
         server.launch();
         server
     }
@@ -138,11 +149,14 @@ impl NatsServer {
             0 => "-1".to_owned(),
             p => p.to_string(),
         };
-        let conf = format!(
-            "host: 127.0.0.1\nport: {port}\nhttp_port: {http_port}\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
-            store.display().to_string(),
-            self.extra_config
-        );
+        let conf = match &self.full_config {
+            Some(full) => full.replace("{dir}", &self.dir.path().display().to_string()),
+            None => format!(
+                "host: 127.0.0.1\nport: {port}\nhttp_port: {http_port}\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
+                store.display().to_string(),
+                self.extra_config
+            ),
+        };
         let conf_path = self.dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).expect("write nats.conf");
         let bin = nats_server_bin();

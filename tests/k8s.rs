@@ -1,0 +1,112 @@
+//! The Kubernetes manifests as test data: render an overlay with `kubectl kustomize`, validate
+//! it offline with `kubernetes-validate --strict`, and read its objects. Shared by the
+//! deployment tests and the pod-faithful tests.
+//!
+//! `./dev` installs the tools: kubectl, and kubernetes-validate in `target/tools-venv`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A tool from the venv `./dev` makes, or from PATH.
+pub fn tool(name: &str) -> PathBuf {
+    let venv = root().join("target/tools-venv/bin").join(name);
+    if venv.is_file() {
+        return venv;
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("{name} is not installed; `./dev test` installs it (see README, Development)")
+    })
+}
+
+pub fn run(cmd: &mut Command, what: &str) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The overlay rendered, validated, and parsed into its objects.
+pub fn render(overlay: &str) -> Vec<Value> {
+    let dir = root().join("deploy/k8s/overlays").join(overlay);
+    let yaml = run(
+        Command::new(tool("kubectl")).arg("kustomize").arg(&dir),
+        &format!("kubectl kustomize {overlay}"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join(format!("{overlay}.yaml"));
+    std::fs::write(&file, &yaml).unwrap();
+    let report = run(
+        Command::new(tool("kubernetes-validate"))
+            .args(["--strict", "--kubernetes-version", "1.30.0"])
+            .arg(&file),
+        &format!("kubernetes-validate of the {overlay} overlay"),
+    );
+    let report = String::from_utf8_lossy(&report);
+    assert!(
+        !report.contains("ERROR") && !report.contains("WARN"),
+        "{overlay}: {report}"
+    );
+    // YAML to JSON with the PyYAML that kubernetes-validate brings.
+    let python = tool("python3");
+    let mut child = Command::new(python)
+        .args([
+            "-c",
+            "import sys, json, yaml; json.dump([d for d in yaml.safe_load_all(sys.stdin) if d], sys.stdout)",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&yaml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "YAML → JSON");
+    serde_json::from_slice(&out.stdout).expect("rendered objects")
+}
+
+pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+pub fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// A ConfigMap's file, by the ConfigMap's name prefix (kustomize appends a hash).
+pub fn config_file<'a>(objects: &'a [Value], map: &str, file: &str) -> &'a str {
+    of_kind(objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"].as_str().unwrap().starts_with(map))
+        .and_then(|c| c["data"][file].as_str())
+        .unwrap_or_else(|| panic!("{file} in ConfigMap {map}"))
+}
+
+pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
