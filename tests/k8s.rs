@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
+/// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -109,4 +110,13 @@ pub fn env_of<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
         .as_array()?
         .iter()
         .find(|e| e["name"] == name)
+}
+
+/// The Secrets a user creates before applying an overlay that renders none (prod): the
+/// example component's, as the dev overlay renders them.
+pub fn example_secrets() -> Vec<Value> {
+    render("dev")
+        .into_iter()
+        .filter(|o| o["kind"] == "Secret")
+        .collect()
 }

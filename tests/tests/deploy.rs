@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use oprelay_e2e::k8s::{config_file, env_of, named, of_kind, render, root, run};
+use oprelay_e2e::k8s::{config_file, env_of, example_secrets, named, of_kind, render, root, run};
 use serde_json::Value;
 
 fn workloads(objects: &[Value]) -> Vec<&Value> {
@@ -19,6 +19,31 @@ fn workloads(objects: &[Value]) -> Vec<&Value> {
 }
 
 fn check_workloads(overlay: &str, objects: &[Value]) {
+    for w in workloads(objects) {
+        let name = w["metadata"]["name"].as_str().unwrap();
+        let labels = &w["spec"]["template"]["metadata"]["labels"];
+        for l in [
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "app.kubernetes.io/part-of",
+        ] {
+            assert!(labels[l].is_string(), "{overlay}: {name} lacks label {l}");
+        }
+        // Each stage spreads its own replicas, not oprelay's pods as one group.
+        if w["kind"] == "Deployment" {
+            let spread = w["spec"]["template"]["spec"]["topologySpreadConstraints"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{overlay}: {name} has no topology spread"));
+            for c in spread {
+                assert_eq!(
+                    c["labelSelector"]["matchLabels"],
+                    serde_json::json!({"app.kubernetes.io/name": name}),
+                    "{overlay}: {name}"
+                );
+            }
+        }
+    }
     let pdb_selectors: Vec<&Value> = of_kind(objects, "PodDisruptionBudget")
         .into_iter()
         .map(|p| &p["spec"]["selector"]["matchLabels"])
@@ -149,16 +174,19 @@ fn check_config(overlay: &str, objects: &[Value]) -> oprelay_service::Config {
     // Mount the Secrets as the pods would (each key a file under its mountPath, below a
     // temporary root), so the loader finds every token file the config names.
     let tmp = tempfile::tempdir().unwrap();
+    let examples = example_secrets();
     for d in of_kind(objects, "Deployment") {
         let pod = &d["spec"]["template"]["spec"];
         for v in pod["volumes"].as_array().unwrap() {
             let Some(secret) = v["secret"]["secretName"].as_str() else {
                 continue;
             };
-            // A Secret another tool issues (cert-manager's nats-tls) is not rendered: its
-            // mounted items stand in with placeholder content.
+            // An overlay that renders no Secrets (prod) gets the ones a user creates, as the
+            // example component has them; a Secret another tool issues (cert-manager's
+            // nats-tls) is neither: its mounted items stand in with placeholder content.
             let rendered = objects
                 .iter()
+                .chain(examples.iter())
                 .find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == secret);
             let placeholder: serde_json::Map<String, Value> = v["secret"]["items"]
                 .as_array()
@@ -483,8 +511,16 @@ fn prod_overlay_renders_validates_and_runs_a_nats_cluster() {
     );
     assert!(config.nats.url.starts_with("tls://"), "{}", config.nats.url);
     assert_eq!(replicas(&objects, "Deployment", "oprelay-fetcher"), 2);
-    assert_eq!(replicas(&objects, "Deployment", "oprelay-normalizer"), 2);
-    assert_eq!(replicas(&objects, "Deployment", "oprelay-forwarder"), 2);
+    // The HPAs own these two counts: no `replicas` for them to fight over.
+    for d in ["oprelay-normalizer", "oprelay-forwarder"] {
+        let spec = &named(&objects, "Deployment", d)["spec"];
+        assert!(spec.get("replicas").is_none(), "{d}: {}", spec["replicas"]);
+    }
+    // `kubectl apply -k` must never write a Secret's data over the real one.
+    assert!(
+        of_kind(&objects, "Secret").is_empty(),
+        "prod renders Secrets"
+    );
     assert_eq!(replicas(&objects, "Deployment", "oprelay-healthwatch"), 1);
     let nats = replicas(&objects, "StatefulSet", "nats");
     assert_eq!(nats, 3);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oprelay_e2e::k8s::{config_file, named, of_kind, render};
+use oprelay_e2e::k8s::{config_file, example_secrets, named, of_kind, render};
 use oprelay_testkit::{binary, eventually, free_port, healthz, NatsOptions, NatsServer, TestPki};
 use serde_json::Value;
 
@@ -23,7 +23,10 @@ type Secrets = BTreeMap<String, BTreeMap<String, String>>;
 
 fn secrets(objects: &[Value], issued: &Secrets) -> Secrets {
     let mut out = issued.clone();
-    for s in of_kind(objects, "Secret") {
+    // An overlay that renders no Secrets (prod) runs with the ones a user creates, here the
+    // example component's; an overlay's own rendered Secrets come after and win.
+    let examples = example_secrets();
+    for s in examples.iter().chain(of_kind(objects, "Secret")) {
         let data = s["stringData"]
             .as_object()
             .into_iter()
