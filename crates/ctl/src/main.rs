@@ -18,7 +18,7 @@ use oprelay_normalizer::normalize::Source;
 use oprelay_service::config::{self, Config, OutputFormat};
 
 #[derive(Parser)]
-#[command(name = "oprelay", version, about = "Operate an oprelay pipeline")]
+#[command(name = "oprelay", version = oprelay_service::build_info::LONG_VERSION, about = "Operate an oprelay pipeline")]
 struct Cli {
     /// The oprelay config (for the NATS connection); defaults plus `OPRELAY_…` without it.
     #[arg(long, env = "OPRELAY_CONFIG", global = true)]

@@ -57,9 +57,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A registry with `oprelay_build_info{version,revision} 1` in it.
     pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("oprelay");
+        registry.register(
+            "build",
+            "The running build: release version and source revision",
+            prometheus_client::metrics::info::Info::new(vec![
+                ("version", crate::build_info::VERSION),
+                ("revision", crate::build_info::REVISION),
+            ]),
+        );
         Metrics {
-            registry: Arc::new(Mutex::new(Registry::with_prefix("oprelay"))),
+            registry: Arc::new(Mutex::new(registry)),
         }
     }
 

@@ -2,6 +2,7 @@
 //! (`/healthz` `/readyz` `/metrics`), a controllable clock, and start-up and shutdown.
 
 pub mod admin;
+pub mod build_info;
 pub mod clock;
 pub mod config;
 pub mod lifecycle;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use tokio_util::sync::CancellationToken;
 
 use oprelay_bus::{Bus, BusError, Need};
@@ -23,6 +23,7 @@ use crate::config::{self, Config, ConfigError};
 pub const DRAIN_GRACE: Duration = Duration::from_secs(9);
 
 #[derive(Parser, Debug)]
+#[command(version = crate::build_info::LONG_VERSION)]
 struct ServiceArgs {
     /// The oprelay TOML config; without it the service runs on defaults plus `OPRELAY_…`.
     #[arg(long, env = "OPRELAY_CONFIG")]
@@ -70,7 +71,13 @@ where
     Fut: Future<Output = Result<(), E>> + Send + 'static,
     E: std::fmt::Display + Send + 'static,
 {
-    let args = ServiceArgs::parse();
+    // `--version` and `--help` name the binary; the name lives as long as the process.
+    let name: &'static str = format!("oprelay-{service}").leak();
+    let args = ServiceArgs::command().name(name).get_matches();
+    let args = match ServiceArgs::from_arg_matches(&args) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
     oprelay_bus::install_crypto_provider();
     let config = match config::load(args.config.as_deref()) {
         Ok(c) => c,
