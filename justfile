@@ -57,6 +57,10 @@ bench-e2e nodes="1":
     # measure the disk. Override with OPRELAY_BENCH_TMPDIR.
     TMPDIR="${OPRELAY_BENCH_TMPDIR:-/dev/shm}" BENCH_NATS_NODES={{nodes}} cargo bench --quiet -p oprelay-e2e --bench pipeline
 
+# The OCI image, built here without Docker or a registry (buildah from scratch), then checked.
+image tag="":
+    scripts/image.sh {{tag}}
+
 # Coverage-guided fuzzing of the page parser and normalizer (libFuzzer via cargo-fuzz).
 fuzz seconds="60":
     command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked

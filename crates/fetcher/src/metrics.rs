@@ -31,6 +31,11 @@ pub struct FetcherMetrics {
     pub lag_seconds: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     pub consecutive_failures: Family<FeedLabels, Gauge>,
     pub backoff_seconds: Family<FeedLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time of the newest event fetched; with `lag_seconds` frozen during a silence,
+    /// `time() - this` is what grows.
+    pub last_event_timestamp: Family<FeedLabels, Gauge<f64, AtomicU64>>,
+    /// Unix time of the last successful poll, empty or not: stops moving when polling fails.
+    pub last_success_timestamp: Family<FeedLabels, Gauge<f64, AtomicU64>>,
     pub leases_held: Gauge,
 }
 
@@ -66,6 +71,16 @@ impl FetcherMetrics {
             "fetcher_backoff_seconds",
             "Current wait before the next attempt after a failure (0 when healthy)",
             m.backoff_seconds.clone(),
+        );
+        metrics.register(
+            "fetcher_last_event_timestamp_seconds",
+            "Unix time of the newest event fetched per feed (alert on time() minus it)",
+            m.last_event_timestamp.clone(),
+        );
+        metrics.register(
+            "fetcher_last_success_timestamp_seconds",
+            "Unix time of the last successful poll per feed, empty pages included",
+            m.last_success_timestamp.clone(),
         );
         metrics.register(
             "fetcher_leases_held",

@@ -328,6 +328,13 @@ impl Poller {
                         .lag_seconds
                         .get_or_create(&self.labels)
                         .set(lag);
+                    let newest = self
+                        .deps
+                        .metrics
+                        .last_event_timestamp
+                        .get_or_create(&self.labels);
+                    // Pages of a feed come in time order, but never let the gauge step back.
+                    newest.set(newest.get().max(unix_seconds(t)));
                 }
             }
             // The page is acknowledged (or empty): now, and only now, advance the cursor — if
@@ -542,6 +549,11 @@ impl Poller {
         self.backoff.reset();
         self.status.last_poll_at = Some(now);
         self.status.last_success_at = Some(now);
+        self.deps
+            .metrics
+            .last_success_timestamp
+            .get_or_create(&self.labels)
+            .set(unix_seconds(now));
         self.status.last_error = None;
         self.status.error_kind = None;
         self.status.consecutive_failures = 0;
@@ -570,4 +582,9 @@ enum DrainError {
     Stop(Stop),
     /// Wait this long, then start the poll over from the stored cursor.
     Retry(Duration),
+}
+
+/// A time as the fractional Unix seconds Prometheus timestamps use.
+fn unix_seconds(t: OffsetDateTime) -> f64 {
+    t.unix_timestamp_nanos() as f64 / 1e9
 }
