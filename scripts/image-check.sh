@@ -13,10 +13,10 @@ if [ "$(id -u)" != 0 ] && [ -z "${BUILDAH_ISOLATION_DONE:-}" ]; then
 fi
 fail() { echo "image-check: $*" >&2; exit 1; }
 
-config=$(buildah inspect --type image --format '{{json .OCIv1.Config}}' "$tag")
+config=$(buildah inspect --type image "$tag")
 python3 - "$config" "$version" "$revision" <<'PY' || fail "config"
 import json, sys
-c, version, revision = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+c, version, revision = json.loads(sys.argv[1])["OCIv1"]["config"], sys.argv[2], sys.argv[3]
 labels = c.get("Labels") or {}
 assert c.get("User") == "65532:65532", c.get("User")
 assert labels.get("org.opencontainers.image.version") == version, labels
@@ -51,5 +51,5 @@ echo "image-check: every binary runs from the image's root with its own librarie
 if command -v podman >/dev/null && podman run --rm "$tag" /usr/local/bin/oprelay --version >/dev/null 2>&1; then
   echo "image-check: podman run OK: $(podman run --rm "$tag" /usr/local/bin/oprelay --version)"
 else
-  echo "image-check: podman cannot run containers here; checked from the image's root instead"
+  echo "image-check: podman is missing or cannot run containers here; checked from the image's root instead"
 fi

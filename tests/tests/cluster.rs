@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use oprelay_e2e::{Pipeline, Spec, SERVICES};
 use oprelay_events::names;
-use oprelay_testkit::eventually;
+use oprelay_testkit::{eventually, stream_leader};
 
 /// Enough that the faults happen while the backfill still flows.
 const PER_FEED: u64 = 30_000;
@@ -41,11 +41,7 @@ async fn leader_of(p: &Pipeline, stream: &str) -> String {
         &format!("a leader for {stream}"),
         || {
             let bus = bus.clone();
-            async move {
-                let mut s = bus.jetstream().get_stream(stream).await.ok()?;
-                let info = s.info().await.ok()?;
-                info.cluster.as_ref()?.leader.clone()
-            }
+            async move { stream_leader(bus.jetstream(), stream).await }
         },
     )
     .await

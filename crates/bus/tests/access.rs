@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use oprelay_bus::access::Role;
+use oprelay_bus::async_nats::jetstream::consumer::PullConsumer;
 use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing, Topology};
 use oprelay_events::{names, Secret};
 use oprelay_testkit::SecureBus;
@@ -38,6 +39,13 @@ async fn connect(bus: &SecureBus, role: Role) -> Bus {
     Bus::connect(&settings)
         .await
         .unwrap_or_else(|e| panic!("{} connects: {e}", role.user()))
+}
+
+/// Pulls one message from a consumer and acknowledges it: both must be allowed.
+async fn pull_and_ack(consumer: &PullConsumer) {
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let msg = batch.next().await.expect("a message").expect("pulled");
+    msg.ack().await.expect("acknowledged");
 }
 
 /// Publishes and waits for the server to log the permissions violation: a refused publish
@@ -117,9 +125,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     )
     .await
     .expect("normalizer finds its consumer");
-    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-    let page = batch.next().await.expect("a page").expect("pulled");
-    page.ack().await.expect("acked");
+    pull_and_ack(&consumer).await;
     normalizer
         .publish(Outgoing::new("op.events.acme.item_usages", "e1", "{}\n"))
         .await
@@ -145,15 +151,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
     )
     .await
     .expect("forwarder finds its sink consumer");
-    let mut batch = sink.fetch().max_messages(1).messages().await.unwrap();
-    batch
-        .next()
-        .await
-        .expect("a record")
-        .expect("pulled")
-        .ack()
-        .await
-        .unwrap();
+    pull_and_ack(&sink).await;
     assert!(
         refused(&secure, &forwarder, "$KV.OP_CURSORS.acme.item_usages").await,
         "the forwarder wrote OP_CURSORS"
@@ -174,15 +172,7 @@ async fn each_user_can_do_its_work_and_nothing_else() {
         })
         .await
         .expect("the subscriber creates its own consumer");
-    let mut batch = own.fetch().max_messages(1).messages().await.unwrap();
-    batch
-        .next()
-        .await
-        .expect("a record")
-        .expect("pulled")
-        .ack()
-        .await
-        .unwrap();
+    pull_and_ack(&own).await;
     assert!(
         refused(&secure, &subscriber, "op.events.acme.item_usages").await,
         "subscriber published"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use oprelay_bus::{Bus, BusError, JsonKv, NatsSettings, Topology};
 use oprelay_events::names;
-use oprelay_testkit::{eventually, NatsCluster};
+use oprelay_testkit::{eventually, stream_leader, NatsCluster};
 
 async fn connect(cluster: &NatsCluster) -> Bus {
     Bus::connect(&NatsSettings {
@@ -27,11 +27,7 @@ async fn leader(bus: &Bus, stream: &str) -> String {
         &format!("a leader of {stream}"),
         || {
             let bus = bus.clone();
-            async move {
-                let mut s = bus.jetstream().get_stream(stream).await.ok()?;
-                let info = s.info().await.ok()?;
-                info.cluster.as_ref()?.leader.clone()
-            }
+            async move { stream_leader(bus.jetstream(), stream).await }
         },
     )
     .await
@@ -95,9 +91,9 @@ async fn provisioning_moves_one_replica_to_three_and_cas_survives_a_leader_kill(
         let bus = bus.clone();
         let old = old.clone();
         async move {
-            let mut s = bus.jetstream().get_stream("KV_OP_CURSORS").await.ok()?;
-            let info = s.info().await.ok()?;
-            info.cluster.as_ref()?.leader.clone().filter(|l| *l != old)
+            stream_leader(bus.jetstream(), "KV_OP_CURSORS")
+                .await
+                .filter(|l| *l != old)
         }
     })
     .await;

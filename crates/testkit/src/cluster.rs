@@ -145,3 +145,14 @@ pub fn healthz(port: u16) -> std::io::Result<bool> {
     s.read_to_string(&mut reply)?;
     Ok(reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200"))
 }
+
+/// The node (`n1`…) leading a stream's replicas, as JetStream reports it; `None` while there
+/// is none (an election) or the question cannot be answered.
+pub async fn stream_leader(
+    js: &oprelay_bus::async_nats::jetstream::Context,
+    stream: &str,
+) -> Option<String> {
+    let mut s = js.get_stream(stream).await.ok()?;
+    let info = s.info().await.ok()?;
+    info.cluster.as_ref()?.leader.clone()
+}

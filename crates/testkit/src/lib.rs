@@ -19,7 +19,7 @@ pub mod receivers;
 pub use pki::TestPki;
 
 mod cluster;
-pub use cluster::{healthz, NatsCluster};
+pub use cluster::{healthz, stream_leader, NatsCluster};
 
 mod auth;
 pub use auth::{BusAccess, SecureBus};
