@@ -17,8 +17,11 @@ cleanup() {
   trap - EXIT INT TERM
   echo
   echo "demo: stopping"
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  # Newest first: the services finish their in-flight work while NATS is still there.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   [ -n "${DEMO_KEEP:-}" ] && echo "demo: kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT INT TERM
