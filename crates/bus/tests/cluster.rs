@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use oprelay_bus::{Bus, BusError, JsonKv, NatsSettings, Topology};
+use oprelay_bus::{Bus, BusError, JsonKv, Mode, NatsSettings, Topology};
 use oprelay_events::names;
 use oprelay_testkit::{eventually, stream_leader, NatsCluster};
 
@@ -45,13 +45,23 @@ async fn provisioning_moves_one_replica_to_three_and_cas_survives_a_leader_kill(
         replicas: 3,
         ..Topology::default()
     };
-    let steps = bus.provision(&three).await.expect("three replicas");
+    // The plan says what will change; applying it is retried as the provisioning Job would be
+    // (a replica change is a cluster operation that can time out on a busy machine; running
+    // it again is harmless).
+    let plan = oprelay_bus::provision(bus.jetstream(), &three, Mode::DryRun)
+        .await
+        .expect("a dry run");
     assert!(
-        steps
-            .iter()
-            .any(|s| s.object == "stream OP_RAW" && s.changes.iter().any(|c| c == "replicas 1 → 3")),
-        "{steps:?}"
+        plan.iter().any(|s| s.object == "stream OP_RAW"
+            && s.changes.iter().any(|c| c == "replicas 1 → 3")),
+        "{plan:?}"
     );
+    eventually(Duration::from_secs(60), "three replicas applied", || {
+        let bus = bus.clone();
+        let three = three.clone();
+        async move { bus.provision(&three).await.ok() }
+    })
+    .await;
     for stream in [
         names::STREAM_RAW,
         names::STREAM_EVENTS,
