@@ -1,11 +1,18 @@
 //! `oprelay dlq …`
 
+use std::collections::BTreeMap;
+
 use anyhow::{bail, Context};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 
 use oprelay_bus::async_nats::jetstream::message::StreamMessage;
 use oprelay_bus::{header_value, Bus, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::AccountName;
+
+use crate::output::{json, table, Output};
 
 struct Letter {
     seq: u64,
@@ -55,39 +62,110 @@ async fn letters(bus: &Bus, filter: Filter<'_>, limit: usize) -> anyhow::Result<
     Ok(out)
 }
 
-pub async fn list(bus: &Bus, filter: Filter<'_>, limit: usize) -> anyhow::Result<()> {
-    let all = letters(bus, filter, limit).await?;
-    println!(
-        "{:>6}  {:<20}  {:<9}  {:<12} {:<16} {:<12} ERROR",
-        "SEQ", "TIME", "STAGE", "ACCOUNT", "FEED", "SINK"
-    );
-    for l in &all {
-        let time = l
-            .msg
-            .time
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
-        println!(
-            "{:>6}  {:<20}  {:<9}  {:<12} {:<16} {:<12} {}",
-            l.seq,
-            &time[..time.len().min(19)],
-            l.header(header::STAGE),
-            l.header(header::ACCOUNT),
-            l.header(header::FEED),
-            l.header(header::SINK),
-            l.header(header::ERROR)
-        );
+/// One dead letter as `dlq list` shows it (`--output json`: these fields).
+#[derive(Serialize)]
+struct Listed<'a> {
+    seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+    subject: &'a str,
+    stage: Option<&'a str>,
+    account: Option<&'a str>,
+    feed: Option<&'a str>,
+    sink: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+impl Letter {
+    fn listed(&self) -> Listed<'_> {
+        let get = |name| header_value(Some(&self.msg.headers), name);
+        Listed {
+            seq: self.seq,
+            time: self.msg.time,
+            subject: self.msg.subject.as_str(),
+            stage: get(header::STAGE),
+            account: get(header::ACCOUNT),
+            feed: get(header::FEED),
+            sink: get(header::SINK),
+            error: get(header::ERROR),
+        }
     }
+}
+
+pub async fn list(
+    bus: &Bus,
+    filter: Filter<'_>,
+    limit: usize,
+    output: Output,
+) -> anyhow::Result<()> {
+    let all = letters(bus, filter, limit).await?;
+    let listed: Vec<Listed> = all.iter().map(Letter::listed).collect();
+    if output == Output::Json {
+        print!("{}", json(&listed)?);
+        return Ok(());
+    }
+    let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    print!(
+        "{}",
+        table(
+            ["SEQ", "TIME", "STAGE", "ACCOUNT", "FEED", "SINK", "ERROR"],
+            listed.iter().map(|l| {
+                let time = l.time.format(&Rfc3339).unwrap_or_default();
+                [
+                    l.seq.to_string(),
+                    time[..time.len().min(19)].to_owned(),
+                    dash(l.stage),
+                    dash(l.account),
+                    dash(l.feed),
+                    dash(l.sink),
+                    dash(l.error),
+                ]
+            }),
+        )
+    );
     println!("{} dead letter(s)", all.len());
     Ok(())
 }
 
-pub async fn show(bus: &Bus, seq: u64) -> anyhow::Result<()> {
+/// `dlq show --output json`: the letter with its headers, and its body as JSON when it is.
+#[derive(Serialize)]
+struct Shown {
+    seq: u64,
+    subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    time: OffsetDateTime,
+    headers: BTreeMap<String, Vec<String>>,
+    body: serde_json::Value,
+}
+
+pub async fn show(bus: &Bus, seq: u64, output: Output) -> anyhow::Result<()> {
     let stream = bus.jetstream().get_stream(names::STREAM_DLQ).await?;
     let msg = stream
         .get_raw_message(seq)
         .await
         .with_context(|| format!("no dead letter with sequence {seq}"))?;
+    if output == Output::Json {
+        let headers = msg
+            .headers
+            .iter()
+            .map(|(name, values)| {
+                let values = values.iter().map(|v| v.as_str().to_owned()).collect();
+                (name.to_string(), values)
+            })
+            .collect();
+        let body = serde_json::from_slice(&msg.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&msg.payload).into_owned())
+        });
+        let shown = Shown {
+            seq,
+            subject: msg.subject.to_string(),
+            time: msg.time,
+            headers,
+            body,
+        };
+        print!("{}", json(&shown)?);
+        return Ok(());
+    }
     println!("subject: {}", msg.subject);
     for (name, values) in msg.headers.iter() {
         for v in values {

@@ -10,6 +10,8 @@ use oprelay_bus::{Bus, JsonKv};
 use oprelay_events::{names, LookupKind, LookupRow};
 use oprelay_normalizer::lookup_files::{self, ParsedFile};
 
+use crate::output::{json, table, Output};
+
 /// Parses every file first: one bad file stops the import before anything is written.
 pub fn parse_files(
     files: &[PathBuf],
@@ -112,39 +114,48 @@ pub async fn all_rows(bus: &Bus) -> anyhow::Result<Vec<LookupRow>> {
     Ok(rows)
 }
 
-fn print_rows(rows: &[LookupRow]) {
-    println!(
-        "{:<6} {:<28} {:<9} {:<40} EMAIL",
-        "KIND", "UUID", "SOURCE", "TITLE"
-    );
-    for r in rows {
-        let source = serde_json::to_value(r.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        println!(
-            "{:<6} {:<28} {:<9} {:<40} {}",
-            r.kind,
-            r.uuid,
-            source,
-            r.title,
-            r.email.as_deref().unwrap_or("-")
-        );
+fn print_rows(rows: &[LookupRow], output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        print!("{}", json(&rows)?);
+        return Ok(());
     }
+    print!(
+        "{}",
+        table(
+            ["KIND", "UUID", "SOURCE", "TITLE", "EMAIL"],
+            rows.iter().map(|r| {
+                let source = serde_json::to_value(r.source)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                [
+                    r.kind.to_string(),
+                    r.uuid.clone(),
+                    source,
+                    r.title.clone(),
+                    r.email.clone().unwrap_or_else(|| "-".into()),
+                ]
+            }),
+        )
+    );
+    Ok(())
 }
 
-pub async fn list(bus: &Bus, kind: Option<LookupKind>) -> anyhow::Result<()> {
+pub async fn list(bus: &Bus, kind: Option<LookupKind>, output: Output) -> anyhow::Result<()> {
     let rows: Vec<LookupRow> = all_rows(bus)
         .await?
         .into_iter()
         .filter(|r| kind.is_none_or(|k| r.kind == k))
         .collect();
-    print_rows(&rows);
-    println!("{} row(s)", rows.len());
+    print_rows(&rows, output)?;
+    if output == Output::Text {
+        println!("{} row(s)", rows.len());
+    }
     Ok(())
 }
 
-pub async fn get(bus: &Bus, uuid: &str) -> anyhow::Result<ExitCode> {
+/// Exit code 1 when no row names the UUID (an empty array with `--output json`).
+pub async fn get(bus: &Bus, uuid: &str, output: Output) -> anyhow::Result<ExitCode> {
     let kv = JsonKv::open(bus, names::BUCKET_LOOKUPS).await?;
     let mut rows = Vec::new();
     for kind in LookupKind::ALL {
@@ -154,8 +165,11 @@ pub async fn get(bus: &Bus, uuid: &str) -> anyhow::Result<ExitCode> {
     }
     if rows.is_empty() {
         eprintln!("no lookup row for {uuid}");
+        if output == Output::Json {
+            print!("{}", json(&rows)?);
+        }
         return Ok(ExitCode::from(1));
     }
-    print_rows(&rows);
+    print_rows(&rows, output)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,18 @@
 //! `oprelay`: the operator's command line.
 
+mod cursor;
 mod dlq;
 mod ingest;
 mod lookups;
 mod normalize;
+mod output;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use oprelay_bus::{Action, Bus, Mode, Need};
 use oprelay_events::{names, AccountName, Feed, LookupKind};
@@ -26,6 +28,10 @@ struct Cli {
     /// NATS URL, overriding the config.
     #[arg(long, env = "OPRELAY_NATS_URL", global = true)]
     nats_url: Option<String>,
+    /// How read commands (status, dlq list/show, lookups list/get, cursor show) print:
+    /// tables, or JSON for scripts.
+    #[arg(long, short, value_enum, default_value_t, global = true)]
+    output: output::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,6 +50,14 @@ enum Command {
     /// The NATS side: streams, buckets, consumers and who may use them.
     #[command(subcommand)]
     Nats(NatsCommand),
+    /// Where a feed's next Events API request starts, and moving it.
+    #[command(subcommand)]
+    Cursor(CursorCommand),
+    /// Print a shell completion script: `oprelay completions bash > /etc/bash_completion.d/oprelay`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Per account and feed: cursor age, last poll, last event, events in the last hour,
     /// failures; sink backlogs; open alarms.
     Status {
@@ -176,6 +190,33 @@ enum NatsCommand {
 }
 
 #[derive(Subcommand)]
+enum CursorCommand {
+    /// The stored cursor (or pending reset), its counters and the replica polling the feed.
+    Show {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = parse_feed)]
+        feed: Feed,
+    },
+    /// Move the feed: the fetcher's next request starts from `--to TIME`, or, with
+    /// `--to-start`, from its configured start_time as for a new feed. Events fetched again
+    /// are deduplicated by NATS where the pages match; idempotent sinks absorb the rest.
+    #[command(group(clap::ArgGroup::new("target").required(true)))]
+    Reset {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = parse_feed)]
+        feed: Feed,
+        /// RFC 3339, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long, value_parser = cursor::parse_time, group = "target")]
+        to: Option<time::OffsetDateTime>,
+        /// Forget the cursor; the fetcher starts the feed as a new one.
+        #[arg(long, group = "target")]
+        to_start: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Load and validate the config the way every service does.
     Check,
@@ -202,6 +243,10 @@ fn parse_format(s: &str) -> Result<OutputFormat, String> {
         "ecs" => Ok(OutputFormat::Ecs),
         _ => Err(format!("`{s}` is not panther, raw or ecs")),
     }
+}
+
+fn account_name(name: &str) -> anyhow::Result<AccountName> {
+    AccountName::new(name).map_err(|e| anyhow::anyhow!("--account {name:?}: {e}"))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -264,6 +309,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Completions need no config: a shell's start-up must not fail on one.
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "oprelay",
+            &mut std::io::stdout(),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let cfg = load_config(&cli)?;
     match cli.command {
         Command::Config(ConfigCommand::Check) => {
@@ -294,7 +349,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { watch } => {
-            status::run(&connect_read_only(&cfg).await?, watch).await?;
+            status::run(&connect_read_only(&cfg).await?, watch, cli.output).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { .. } => unreachable!("answered before the config is loaded"),
+        Command::Cursor(CursorCommand::Show { account, feed }) => {
+            let account = account_name(&account)?;
+            cursor::show(&connect_read_only(&cfg).await?, &account, feed, cli.output).await
+        }
+        Command::Cursor(CursorCommand::Reset {
+            account,
+            feed,
+            to,
+            to_start,
+        }) => {
+            let account = account_name(&account)?;
+            let to = match (to, to_start) {
+                (Some(t), _) => cursor::ResetTo::Time(t),
+                (None, _) => cursor::ResetTo::Start,
+            };
+            let bus = connect_to_write(&cfg, &[Need::Bucket(names::BUCKET_CURSORS)]).await?;
+            cursor::reset(&bus, &account, feed, to).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Normalize {
@@ -339,8 +414,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             feed,
             page_size,
         } => {
-            let account = AccountName::new(&account)
-                .map_err(|e| anyhow::anyhow!("--account {account:?}: {e}"))?;
+            let account = account_name(&account)?;
             let bus = connect_to_write(&cfg, &[Need::Stream(names::STREAM_RAW)]).await?;
             let opts = ingest::Options {
                 files,
@@ -365,22 +439,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lookups(LookupsCommand::List { kind }) => {
-            lookups::list(&connect_read_only(&cfg).await?, kind).await?;
+            lookups::list(&connect_read_only(&cfg).await?, kind, cli.output).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Lookups(LookupsCommand::Get { uuid }) => {
-            lookups::get(&connect_read_only(&cfg).await?, &uuid).await
+            lookups::get(&connect_read_only(&cfg).await?, &uuid, cli.output).await
         }
         Command::Dlq(DlqCommand::List { stage, sink, limit }) => {
             let filter = dlq::Filter {
                 stage: stage.as_deref(),
                 sink: sink.as_deref(),
             };
-            dlq::list(&connect_read_only(&cfg).await?, filter, limit).await?;
+            dlq::list(&connect_read_only(&cfg).await?, filter, limit, cli.output).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Show { seq }) => {
-            dlq::show(&connect_read_only(&cfg).await?, seq).await?;
+            dlq::show(&connect_read_only(&cfg).await?, seq, cli.output).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq(DlqCommand::Replay {

@@ -1,6 +1,6 @@
 //! `oprelay status [--watch]`: one table per account and feed, from what the services record.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -9,7 +9,10 @@ use time::OffsetDateTime;
 use oprelay_bus::async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use oprelay_bus::{header_value, Bus, JsonKv};
 use oprelay_events::names::{self, header};
-use oprelay_events::{AlarmState, CursorState, FeedStatus};
+use oprelay_events::{Alarm, AlarmState, CursorState, FeedStatus};
+use serde::Serialize;
+
+use crate::output::{json, table, Output};
 
 fn ago(t: Option<OffsetDateTime>, now: OffsetDateTime) -> String {
     match t {
@@ -67,54 +70,58 @@ async fn events_last_hour(bus: &Bus, subject: &str, now: OffsetDateTime) -> Opti
     Some(total)
 }
 
-pub async fn render(bus: &Bus) -> anyhow::Result<String> {
+/// What `oprelay status` reports; `--output json` prints it as is.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub feeds: Vec<FeedReport>,
+    pub sinks: Vec<SinkReport>,
+    pub open_alarms: Vec<Alarm>,
+}
+
+/// One account and feed, from its cursor, the fetcher's status row and `OP_EVENTS`.
+#[derive(Debug, Serialize)]
+pub struct FeedReport {
+    /// `{account}.{feed}`, the key in `OP_CURSORS`.
+    pub feed: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cursor_updated_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_poll_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+    pub events_last_hour: Option<u64>,
+    pub consecutive_failures: Option<u32>,
+    pub last_error: Option<String>,
+}
+
+/// One sink's consumer on `OP_EVENTS`.
+#[derive(Debug, Serialize)]
+pub struct SinkReport {
+    pub sink: String,
+    /// Records not yet acknowledged by the sink: waiting plus in flight.
+    pub backlog: u64,
+    /// The stream sequence everything up to which the sink has acknowledged.
+    pub delivered_through: u64,
+}
+
+pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
     let now = OffsetDateTime::now_utc();
     let cursors = JsonKv::open(bus, names::BUCKET_CURSORS).await?;
     let status = JsonKv::open(bus, names::BUCKET_STATUS).await?;
     let health = JsonKv::open(bus, names::BUCKET_HEALTH).await?;
 
-    let mut feeds: BTreeMap<String, ()> = BTreeMap::new();
-    for k in keys(&cursors).await {
-        feeds.insert(k, ());
-    }
+    let mut feed_keys: BTreeSet<String> = keys(&cursors).await.into_iter().collect();
     for k in keys(&status).await {
         if let Some(rest) = k.strip_prefix("fetch.") {
-            feeds.insert(rest.to_owned(), ());
+            feed_keys.insert(rest.to_owned());
         }
     }
-    let mut open_alarms: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for k in keys(&health).await {
-        if let Ok(Some(v)) = health.get::<serde_json::Value>(&k).await {
-            let v = v.value;
-            if v["state"] == serde_json::json!(AlarmState::Alarm) {
-                let scope = match v["feed"].as_str() {
-                    Some(f) => format!("{}.{f}", v["account"].as_str().unwrap_or_default()),
-                    None => v["account"].as_str().unwrap_or_default().to_owned(),
-                };
-                open_alarms.entry(scope).or_default().push(format!(
-                    "{}: {}",
-                    v["kind"].as_str().unwrap_or_default(),
-                    v["message"].as_str().unwrap_or_default()
-                ));
-            }
-        }
-    }
-
-    let mut out = String::new();
-    out.push_str(&format!(
-        "oprelay status at {}\n\n",
-        oprelay_events::format_rfc3339_nanos(now)
-            .split('.')
-            .next()
-            .unwrap_or_default()
-    ));
-    out.push_str(&format!(
-        "{:<28} {:>10} {:>10} {:>12} {:>10} {:>10}  {}\n",
-        "ACCOUNT.FEED", "CURSOR", "LAST POLL", "LAST EVENT", "EVENTS/1H", "FAILURES", "LAST ERROR"
-    ));
-    for feed in feeds.keys() {
+    let mut feeds = Vec::new();
+    for feed in feed_keys {
         let c = cursors
-            .get::<CursorState>(feed)
+            .get::<CursorState>(&feed)
             .await
             .ok()
             .flatten()
@@ -125,73 +132,153 @@ pub async fn render(bus: &Bus) -> anyhow::Result<String> {
             .ok()
             .flatten()
             .map(|v| v.value);
-        let events = events_last_hour(bus, &format!("op.events.{feed}"), now).await;
-        out.push_str(&format!(
-            "{:<28} {:>10} {:>10} {:>12} {:>10} {:>10}  {}\n",
+        let events_last_hour = events_last_hour(bus, &format!("op.events.{feed}"), now).await;
+        feeds.push(FeedReport {
+            cursor_updated_at: c.map(|c| c.updated_at),
+            last_poll_at: s.as_ref().and_then(|s| s.last_poll_at),
+            last_event_at: s.as_ref().and_then(|s| s.last_event_at),
+            events_last_hour,
+            consecutive_failures: s.as_ref().map(|s| s.consecutive_failures),
+            last_error: s.and_then(|s| s.last_error),
             feed,
-            ago(c.as_ref().map(|c| c.updated_at), now),
-            ago(s.as_ref().and_then(|s| s.last_poll_at), now),
-            ago(s.as_ref().and_then(|s| s.last_event_at), now),
-            events.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            s.as_ref()
-                .map(|s| s.consecutive_failures.to_string())
-                .unwrap_or_else(|| "-".into()),
-            s.as_ref()
-                .and_then(|s| s.last_error.clone())
-                .unwrap_or_default(),
-        ));
-    }
-    if feeds.is_empty() {
-        out.push_str("(no feed has been polled yet: is the fetcher running?)\n");
+        });
     }
 
-    out.push_str(&format!(
-        "\n{:<28} {:>10} {:>12}\n",
-        "SINK", "BACKLOG", "DELIVERED"
-    ));
+    let mut sinks = Vec::new();
     if let Ok(stream) = bus.jetstream().get_stream(names::STREAM_EVENTS).await {
-        let mut names_ = stream.consumer_names();
-        let mut sinks = Vec::new();
-        while let Some(Ok(n)) = names_.next().await {
+        let mut consumer_names = stream.consumer_names();
+        let mut consumers = Vec::new();
+        while let Some(Ok(n)) = consumer_names.next().await {
             if n.starts_with("sink-") {
-                sinks.push(n);
+                consumers.push(n);
             }
         }
-        sinks.sort();
-        for n in sinks {
-            let s = stream.clone();
-            if let Ok(info) = s.consumer_info(&n).await {
-                out.push_str(&format!(
-                    "{:<28} {:>10} {:>12}\n",
-                    n.trim_start_matches("sink-"),
-                    info.num_pending + info.num_ack_pending as u64,
-                    info.ack_floor.stream_sequence
-                ));
+        consumers.sort();
+        for n in consumers {
+            if let Ok(info) = stream.clone().consumer_info(&n).await {
+                sinks.push(SinkReport {
+                    sink: n.trim_start_matches("sink-").to_owned(),
+                    backlog: info.num_pending + info.num_ack_pending as u64,
+                    delivered_through: info.ack_floor.stream_sequence,
+                });
             }
         }
     }
 
-    out.push_str("\nOPEN ALARMS\n");
-    if open_alarms.is_empty() {
-        out.push_str("none\n");
-    }
-    for (scope, list) in &open_alarms {
-        for a in list {
-            out.push_str(&format!("{scope:<28} {a}\n"));
+    // Alarm records are the published `Alarm` plus healthwatch's own bookkeeping.
+    let mut open_alarms = Vec::new();
+    for k in keys(&health).await {
+        if let Ok(Some(v)) = health.get::<Alarm>(&k).await {
+            if v.value.state == AlarmState::Alarm {
+                open_alarms.push(v.value);
+            }
         }
     }
-    Ok(out)
+    open_alarms.sort_by(|a, b| (&a.account, a.feed, a.kind).cmp(&(&b.account, b.feed, b.kind)));
+    Ok(Report {
+        at: now,
+        feeds,
+        sinks,
+        open_alarms,
+    })
 }
 
-pub async fn run(bus: &Bus, watch: bool) -> anyhow::Result<()> {
+fn or_dash<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The report as tables.
+pub fn text(r: &Report) -> String {
+    let mut out = format!(
+        "oprelay status at {}\n\n",
+        oprelay_events::format_rfc3339_nanos(r.at)
+            .split('.')
+            .next()
+            .unwrap_or_default()
+    );
+    out.push_str(&table(
+        [
+            "ACCOUNT.FEED",
+            "CURSOR",
+            "LAST POLL",
+            "LAST EVENT",
+            "EVENTS/1H",
+            "FAILURES",
+            "LAST ERROR",
+        ],
+        r.feeds.iter().map(|f| {
+            [
+                f.feed.clone(),
+                ago(f.cursor_updated_at, r.at),
+                ago(f.last_poll_at, r.at),
+                ago(f.last_event_at, r.at),
+                or_dash(f.events_last_hour),
+                or_dash(f.consecutive_failures),
+                f.last_error.clone().unwrap_or_default(),
+            ]
+        }),
+    ));
+    if r.feeds.is_empty() {
+        out.push_str("(no feed has been polled yet: is the fetcher running?)\n");
+    }
+    out.push('\n');
+    out.push_str(&table(
+        ["SINK", "BACKLOG", "DELIVERED"],
+        r.sinks.iter().map(|s| {
+            [
+                s.sink.clone(),
+                s.backlog.to_string(),
+                s.delivered_through.to_string(),
+            ]
+        }),
+    ));
+    out.push_str("\nOPEN ALARMS\n");
+    if r.open_alarms.is_empty() {
+        out.push_str("none\n");
+    } else {
+        out.push_str(&table(
+            ["SCOPE", "KIND", "SINCE", "MESSAGE"],
+            r.open_alarms.iter().map(|a| {
+                let scope = match a.feed {
+                    Some(f) => format!("{}.{f}", a.account),
+                    None => a.account.clone(),
+                };
+                [
+                    scope,
+                    a.kind.to_string(),
+                    ago(Some(a.since), r.at),
+                    a.message.clone(),
+                ]
+            }),
+        ));
+    }
+    out
+}
+
+async fn render(bus: &Bus, output: Output) -> anyhow::Result<String> {
+    let report = collect(bus).await?;
+    match output {
+        Output::Text => Ok(text(&report)),
+        Output::Json => json(&report),
+    }
+}
+
+/// Once, or every 2 seconds until Ctrl-C: redrawn tables, or one JSON document per line.
+pub async fn run(bus: &Bus, watch: bool, output: Output) -> anyhow::Result<()> {
     if !watch {
-        print!("{}", render(bus).await?);
+        print!("{}", render(bus, output).await?);
         return Ok(());
     }
     loop {
-        let text = render(bus).await?;
-        // Clear the screen and draw from the top.
-        print!("\x1b[2J\x1b[H{text}\n(refreshing every 2 s; Ctrl-C to stop)\n");
+        let report = collect(bus).await?;
+        match output {
+            // Clear the screen and draw from the top.
+            Output::Text => print!(
+                "\x1b[2J\x1b[H{}\n(refreshing every 2 s; Ctrl-C to stop)\n",
+                text(&report)
+            ),
+            Output::Json => println!("{}", serde_json::to_string(&report)?),
+        }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}

@@ -291,9 +291,23 @@ async fn status_shows_feeds_sinks_and_open_alarms() {
         .await
         .unwrap();
     }
+    // An alarm record as healthwatch writes it: the published alarm plus its bookkeeping.
+    let alarm = oprelay_events::Alarm {
+        id: "a1".into(),
+        kind: oprelay_events::AlarmKind::Dropoff,
+        state: oprelay_events::AlarmState::Alarm,
+        account: "acme".into(),
+        feed: Some(oprelay_events::Feed::AuditEvents),
+        since: now,
+        last_event_at: None,
+        message: "acme/audit_events: no events for 25 h".into(),
+        runbook: "check the token".into(),
+    };
+    let mut record = serde_json::to_value(&alarm).unwrap();
+    record["watching_since"] = serde_json::json!(oprelay_events::format_rfc3339_nanos(now));
     let health = JsonKv::open(&bus, names::BUCKET_HEALTH).await.unwrap();
     health
-        .put("dropoff.acme.audit_events", &serde_json::json!({"kind": "dropoff", "state": "ALARM", "account": "acme", "feed": "audit_events", "message": "acme/audit_events: no events for 25 h"}))
+        .put("dropoff.acme.audit_events", &record)
         .await
         .unwrap();
 
@@ -316,10 +330,204 @@ async fn status_shows_feeds_sinks_and_open_alarms() {
         sink.split_whitespace().nth(1) == Some("2"),
         "two batches waiting: {sink}"
     );
+    let alarm_row = t
+        .lines()
+        .find(|l| l.starts_with("acme.audit_events"))
+        .expect("alarm row");
     assert!(
-        t.contains("dropoff: acme/audit_events: no events for 25 h"),
+        alarm_row.contains("dropoff")
+            && alarm_row.contains("acme/audit_events: no events for 25 h"),
         "{t}"
     );
+
+    // The same, for scripts.
+    let out = oprelay(&nats, &["status", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let feed = &report["feeds"][0];
+    assert_eq!(feed["feed"], "acme.item_usages");
+    assert_eq!(feed["events_last_hour"], 7);
+    assert_eq!(feed["consecutive_failures"], 3);
+    assert_eq!(report["sinks"][0]["sink"], "splunk");
+    assert_eq!(report["sinks"][0]["backlog"], 2);
+    let alarm_back: oprelay_events::Alarm =
+        serde_json::from_value(report["open_alarms"][0].clone()).expect("a typed alarm");
+    assert_eq!(alarm_back, alarm);
+}
+
+/// `oprelay cursor show|reset` move one feed and nothing else; `--output json` is what the
+/// table shows.
+#[tokio::test]
+async fn cursor_show_and_reset() {
+    use oprelay_events::CursorState;
+    let nats = NatsServer::start();
+    provision(&nats);
+    let bus = bus(&nats).await;
+    let cursors = JsonKv::open(&bus, names::BUCKET_CURSORS).await.unwrap();
+    let show = |feed: &str| {
+        let out = oprelay(
+            &nats,
+            &[
+                "cursor",
+                "show",
+                "--account",
+                "acme",
+                "--feed",
+                feed,
+                "-o",
+                "json",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("cursor JSON")
+    };
+    assert_eq!(show("item_usages")["cursor"], serde_json::Value::Null);
+    let now = time::OffsetDateTime::now_utc();
+    for feed in ["item_usages", "audit_events"] {
+        let state = CursorState {
+            cursor: format!("api-cursor-{feed}"),
+            start_time: None,
+            updated_at: now,
+            pages: 9,
+            events: 900,
+        };
+        cursors.put(&format!("acme.{feed}"), &state).await.unwrap();
+    }
+    let shown = show("item_usages");
+    assert_eq!(shown["cursor"]["cursor"], "api-cursor-item_usages");
+    assert_eq!(shown["cursor"]["events"], 900);
+    let table = oprelay(
+        &nats,
+        &[
+            "cursor",
+            "show",
+            "--account",
+            "acme",
+            "--feed",
+            "item_usages",
+        ],
+    );
+    assert!(
+        text(&table).contains("cursor api-cursor-item_usages"),
+        "{}",
+        text(&table)
+    );
+
+    let out = oprelay(
+        &nats,
+        &[
+            "cursor",
+            "reset",
+            "--account",
+            "acme",
+            "--feed",
+            "item_usages",
+            "--to",
+            "2026-11-01T00:00:00Z",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let moved = show("item_usages");
+    assert_eq!(moved["cursor"]["cursor"], "");
+    assert_eq!(moved["cursor"]["start_time"], "2026-11-01T00:00:00Z");
+    assert!(moved["revision"].as_u64() > shown["revision"].as_u64());
+    assert_eq!(
+        show("audit_events")["cursor"]["cursor"],
+        "api-cursor-audit_events",
+        "the other feed keeps its cursor"
+    );
+
+    let out = oprelay(
+        &nats,
+        &[
+            "cursor",
+            "reset",
+            "--account",
+            "acme",
+            "--feed",
+            "audit_events",
+            "--to-start",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(show("audit_events")["cursor"], serde_json::Value::Null);
+
+    for bad in [
+        vec!["--to", "2999-01-01T00:00:00Z"],
+        vec!["--to", "yesterday"],
+        vec![],
+    ] {
+        let mut args = vec![
+            "cursor",
+            "reset",
+            "--account",
+            "acme",
+            "--feed",
+            "signin_attempts",
+        ];
+        args.extend(bad.iter());
+        let out = oprelay(&nats, &args);
+        assert!(!out.status.success(), "{bad:?}: {}", text(&out));
+    }
+}
+
+/// Every read command has `--output json`, and completions come from the same definitions.
+#[tokio::test]
+async fn read_commands_print_json_and_completions_are_generated() {
+    let nats = NatsServer::start();
+    provision(&nats);
+    let bus = bus(&nats).await;
+    bus.publish(
+        Outgoing::new(
+            "op.dlq.normalize.acme.audit_events",
+            "d1",
+            r#"{"uuid":"A1","timestamp":"yesterday"}"#,
+        )
+        .header(header::STAGE, "normalize")
+        .header(header::ACCOUNT, "acme")
+        .header(header::FEED, "audit_events")
+        .header(header::ERROR, "bad timestamp"),
+    )
+    .await
+    .unwrap();
+    let json = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = oprelay(&nats, &all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&out)))
+    };
+    let letters = json(&["dlq", "list"]);
+    assert_eq!(letters.as_array().map(Vec::len), Some(1), "{letters}");
+    assert_eq!(letters[0]["stage"], "normalize");
+    assert_eq!(letters[0]["error"], "bad timestamp");
+    assert_eq!(letters[0]["sink"], serde_json::Value::Null);
+    let seq = letters[0]["seq"].as_u64().unwrap().to_string();
+    let letter = json(&["dlq", "show", &seq]);
+    assert_eq!(letter["body"]["uuid"], "A1", "the body as JSON: {letter}");
+    assert_eq!(letter["headers"]["Oprelay-Error"][0], "bad timestamp");
+    assert_eq!(json(&["lookups", "list"]), serde_json::json!([]));
+    let out = oprelay(&nats, &["lookups", "get", "nobody", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(binary("oprelay"))
+            .args(["completions", shell])
+            .env("OPRELAY_CONFIG", "/nonexistent/oprelay.toml")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("cursor") && script.contains("output"),
+            "{shell}"
+        );
+    }
 }
 
 /// `oprelay normalize` without NATS: every shape another collector writes, the feed told from

@@ -128,6 +128,7 @@ pub async fn run_with(
             progress_every: (ack_wait / 3).max(Duration::from_millis(200)),
             operator_retry: options.operator_retry,
         });
+        m.start_sink(&ctx.labels);
         tracing::info!(sink = %sink_config.name, kind = sink_config.kind.as_str(), "sink ready");
         workers.spawn(worker(ctx, sink_config, consumer, shutdown.clone()));
     }

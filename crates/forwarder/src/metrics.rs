@@ -94,4 +94,15 @@ impl ForwarderMetrics {
         );
         m
     }
+
+    /// Creates a sink's counters at 0 when the sink starts. A series that appears only with
+    /// its first increment is invisible to `increase()`/`rate()` (they need two samples), so
+    /// an alert on the first dead letter or redelivery would never fire.
+    pub fn start_sink(&self, labels: &SinkLabels) {
+        let _ = self.records.get_or_create(labels);
+        let _ = self.bytes.get_or_create(labels);
+        let _ = self.dead_letters.get_or_create(labels);
+        let _ = self.redelivered.get_or_create(labels);
+        let _ = self.pending.get_or_create(labels);
+    }
 }

@@ -77,6 +77,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every value of [`RejectReason::label`], plus `too_large` (a record bigger than a bus
+    /// message): the service creates each `reason` series at 0 when it starts.
+    pub const LABELS: [&'static str; 6] = [
+        "page_not_json",
+        "not_an_envelope",
+        "not_an_object",
+        "no_uuid",
+        "bad_timestamp",
+        "too_large",
+    ];
+
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -621,5 +632,23 @@ fn selector_names(log_type: LogType) -> &'static [&'static str] {
         LogType::ItemUsage => &["item_uuid", "vault_uuid", "user.uuid"],
         LogType::SignInAttempt => &["target_user.uuid"],
         LogType::AuditEvent => &["actor_uuid", "object_uuid", "aux_uuid"],
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::RejectReason;
+
+    #[test]
+    fn every_reason_label_is_created_at_start() {
+        for r in [
+            RejectReason::PageNotJson(String::new()),
+            RejectReason::NotAnEnvelope(String::new()),
+            RejectReason::NotAnObject,
+            RejectReason::NoUuid,
+            RejectReason::BadTimestamp(String::new()),
+        ] {
+            assert!(RejectReason::LABELS.contains(&r.label()), "{r:?}");
+        }
     }
 }

@@ -25,7 +25,7 @@ use oprelay_events::{AccountName, Feed, LookupKind, LookupRow, LookupSource};
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
 
 use crate::lookup::LookupIndex;
-use crate::normalize::{normalize_page, NormalizedPage, Source};
+use crate::normalize::{normalize_page, NormalizedPage, RejectReason, Source};
 
 pub const SERVICE: &str = "normalizer";
 
@@ -101,6 +101,13 @@ impl NormalizerMetrics {
             "Lookup matches by selector",
             m.matches.clone(),
         );
+        // Every reason at 0 from the start: `increase()` sees the first dead letter only if
+        // the series existed before it.
+        for reason in RejectReason::LABELS {
+            let _ = m.dead_letters.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+        }
         metrics.register(
             "normalizer_dead_letters",
             "Records or pages sent to OP_DLQ by reason",

@@ -13,10 +13,13 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use oprelay_bus::Bus;
+
+use crate::process_metrics::ProcessCollector;
 
 /// Readiness as the orchestrator sees it.
 #[derive(Clone, Default)]
@@ -49,15 +52,27 @@ impl Health {
     }
 }
 
-/// The Prometheus registry of one process. Metrics are registered at start-up; the lock is
-/// held only to register and to encode a scrape.
-#[derive(Clone, Default)]
+/// The Prometheus registries of one process: the `oprelay_*` metrics each service registers at
+/// start-up, and the standard `process_*` figures beside them. The lock is held only to
+/// register and to encode a scrape.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Mutex<Registry>>,
+    process: Arc<Registry>,
+    /// `oprelay_ready`: `/readyz` as a gauge, set at each scrape, so an alert can tell "running
+    /// but not ready" (NATS lost, topology missing) from "not running".
+    ready: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// A registry with `oprelay_build_info{version,revision} 1` in it.
+    /// A registry with `oprelay_build_info{version,revision} 1`, `oprelay_ready` and the
+    /// process metrics in it.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("oprelay");
         registry.register(
@@ -68,11 +83,22 @@ impl Metrics {
                 ("revision", crate::build_info::REVISION),
             ]),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when connected to NATS with the topology provisioned (what /readyz answers)",
+            ready.clone(),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         Metrics {
             registry: Arc::new(Mutex::new(registry)),
+            process: Arc::new(process),
+            ready,
         }
     }
 
+    /// Adds a metric; `name` gets the `oprelay_` prefix.
     pub fn register(
         &self,
         name: &str,
@@ -86,10 +112,13 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
+        let _ = encode_registry(&mut out, &self.process);
         if let Ok(r) = self.registry.lock() {
-            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+            let _ = encode_registry(&mut out, &r);
         }
+        let _ = encode_eof(&mut out);
         out
     }
 }
@@ -116,6 +145,7 @@ async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
+    s.metrics.ready.set(i64::from(s.health.readiness().is_ok()));
     (
         [(
             header::CONTENT_TYPE,

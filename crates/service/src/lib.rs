@@ -6,6 +6,7 @@ pub mod build_info;
 pub mod clock;
 pub mod config;
 pub mod lifecycle;
+pub mod process_metrics;
 pub mod telemetry;
 pub mod units;
 

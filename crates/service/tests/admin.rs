@@ -51,6 +51,10 @@ async fn probes_follow_the_bus_and_metrics_are_served() {
     let (status, body) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(body.contains("oprelay_test_pages_total 7"), "{body}");
+    assert!(body.contains("\noprelay_ready 1\n"), "{body}");
+    assert!(body.contains("\nprocess_resident_memory_bytes "), "{body}");
+    assert!(body.contains("\nprocess_cpu_seconds_total "), "{body}");
+    assert_eq!(body.matches("# EOF").count(), 1, "{body}");
 
     nats.kill();
     eventually(
@@ -62,6 +66,8 @@ async fn probes_follow_the_bus_and_metrics_are_served() {
         },
     )
     .await;
+    let (_, body) = get("/metrics").await;
+    assert!(body.contains("\noprelay_ready 0\n"), "{body}");
     nats.restart();
     eventually(
         Duration::from_secs(20),
