@@ -56,6 +56,8 @@ pub struct Spec {
     pub nats_nodes: usize,
     /// Adds a Splunk HEC sink (`splunk`, indexer acknowledgement on) to the default sinks.
     pub hec: bool,
+    /// More keys for the default `elastic` sink (TOML lines, e.g. `manage_template = true`).
+    pub elastic_extra: String,
 }
 
 impl Default for Spec {
@@ -72,6 +74,7 @@ impl Default for Spec {
             secure: true,
             nats_nodes: 1,
             hec: false,
+            elastic_extra: String::new(),
         }
     }
 }
@@ -141,6 +144,7 @@ name = "elastic"
 type = "elasticsearch"
 endpoint = "http://{es_addr}"
 batch = {{ max_events = 2000, timeout = "200ms" }}
+{elastic_extra}
 
 [[sinks]]
 name = "panther"
@@ -148,6 +152,7 @@ type = "http"
 endpoint = "http://{http_addr}/ingest"
 batch = {{ max_events = 2000, timeout = "200ms" }}
 {hec_sink}"#,
+                elastic_extra = spec.elastic_extra,
                 hec_sink = if spec.hec {
                     format!(
                         "\n[[sinks]]\nname = \"splunk\"\ntype = \"splunk_hec\"\nendpoint = \"http://{hec_addr}\"\ntoken_file = \"{}\"\nack = true\nbatch = {{ max_events = 2000, timeout = \"200ms\" }}\n",

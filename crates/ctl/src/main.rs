@@ -1,5 +1,6 @@
 //! `oprelay`: the operator's command line.
 
+mod check;
 mod cursor;
 mod dlq;
 mod ingest;
@@ -218,8 +219,14 @@ enum CursorCommand {
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Load and validate the config the way every service does.
-    Check,
+    /// Load and validate the config the way every service does, and look for every file it
+    /// names; every problem is listed. Exit code 1 when there is one.
+    Check {
+        /// Also connect: NATS (and whether the topology is provisioned), each account's token
+        /// (introspected at the Events API), each sink (reached without delivering anything).
+        #[arg(long)]
+        online: bool,
+    },
 }
 
 fn parse_kind(s: &str) -> Result<LookupKind, String> {
@@ -319,18 +326,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    // `config check` reports a config that does not load, so it loads it itself.
+    if let Command::Config(ConfigCommand::Check { online }) = cli.command {
+        let (cfg, mut findings) = check::offline(cli.config.as_deref(), cli.nats_url.as_deref());
+        if let (Some(cfg), true) = (&cfg, online) {
+            findings.extend(check::online(cfg).await);
+        }
+        return Ok(check::report(cfg.as_ref(), &findings, online));
+    }
     let cfg = load_config(&cli)?;
     match cli.command {
-        Command::Config(ConfigCommand::Check) => {
-            cfg.check_account_tokens()?;
-            cfg.check_sink_files()?;
-            println!(
-                "config OK: {} account(s), {} sink(s), NATS at {}",
-                cfg.accounts.len(),
-                cfg.sinks.len(),
-                oprelay_bus::redact_url(&cfg.nats.url)
-            );
-            Ok(ExitCode::SUCCESS)
+        Command::Config(ConfigCommand::Check { .. }) => {
+            unreachable!("answered before the config is loaded")
         }
         Command::Nats(NatsCommand::Provision {
             dry_run,

@@ -753,3 +753,71 @@ async fn nats_provision_plans_applies_and_holds_back_shrinking() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(age().await, std::time::Duration::from_secs(3600));
 }
+
+/// `oprelay config check` lists every problem of a config, not only the first, and names
+/// each key.
+#[test]
+fn config_check_lists_every_problem_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "oprelay.toml",
+        r#"
+[[accounts]]
+name = "acme"
+token_file = "/nonexistent/acme-token"
+page_size = 5000
+
+[[sinks]]
+name = "syslog"
+type = "syslog"
+address = "siem.example.com:6514"
+index = "nope"
+
+[[sinks]]
+name = "splunk"
+type = "splunk_hec"
+endpoint = "https://splunk.example.com:8088"
+token_file = "/nonexistent/hec-token"
+"#,
+    );
+    let out = Command::new(binary("oprelay"))
+        .args(["--config", &config, "config", "check"])
+        .env_remove("OPRELAY_CONFIG")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    for key in [
+        "accounts[0].page_size",
+        "sinks[0].index",
+        "accounts[0].token_file",
+        "sinks[1].token_file",
+    ] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("PROBLEM") && l.contains(key)),
+            "{key}: {t}"
+        );
+    }
+    assert!(t.contains("4 problem(s)"), "{t}");
+
+    // A config that does not parse: deserializing stops at the first wrong type, which is
+    // named with its key (everything else is listed once it parses).
+    let config = write(
+        dir.path(),
+        "typos.toml",
+        "[fetcher]\nrequests_per_minute = \"many\"\n\n[nats]\nurll = \"nats://x\"\n",
+    );
+    let out = Command::new(binary("oprelay"))
+        .args(["--config", &config, "config", "check"])
+        .env_remove("OPRELAY_CONFIG")
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("PROBLEM  fetcher.requests_per_minute: invalid type"),
+        "{t}"
+    );
+}

@@ -309,6 +309,51 @@ impl AccountConfig {
         }
     }
 
+    /// The checks of `accounts[i]` alone.
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let a = self;
+        let key = |k: &str| format!("accounts[{i}].{k}");
+        if SecretSource::from_keys(&key("token"), &a.token_file, &a.token_env)?.is_none() {
+            return Err(ConfigError::new(
+                key("token_file"),
+                "missing: set token_file (a mounted Secret) or token_env",
+            ));
+        }
+        if let Some(url) = &a.base_url {
+            check_url(&key("base_url"), url)?;
+        }
+        if let Some(start) = &a.start_time {
+            if a.start_time().is_none() {
+                return Err(ConfigError::new(
+                    key("start_time"),
+                    format!("`{start}` is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
+                ));
+            }
+        }
+        if !(1..=1000).contains(&a.page_size) {
+            return Err(ConfigError::new(
+                key("page_size"),
+                format!(
+                    "{} is out of range (1 to 1000, the API's limit)",
+                    a.page_size
+                ),
+            ));
+        }
+        check_range(
+            &key("poll_interval"),
+            a.poll_interval,
+            HumanDuration::secs(1),
+            HumanDuration::secs(3600),
+        )?;
+        if a.feeds.as_ref().is_some_and(|f| f.is_empty()) {
+            return Err(ConfigError::new(
+                key("feeds"),
+                "empty: leave it out to poll every feed the token allows",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn start_time(&self) -> Option<OffsetDateTime> {
         self.start_time.as_deref().and_then(|s| {
             OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
@@ -449,6 +494,9 @@ pub struct SinkConfig {
     pub gzip: Option<bool>,
     pub path: Option<PathBuf>,
     pub max_bytes: Option<ByteSize>,
+    /// Elasticsearch: install oprelay's index template (field types for the `panther` or
+    /// `ecs` format) before the first batch, so dates, IPs and ids are mapped as such.
+    pub manage_template: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -567,13 +615,36 @@ impl NotifyConfig {
 /// Loads and validates the configuration. `path` is `--config`; `OPRELAY_CONFIG` is read by
 /// the CLI layer (clap) into the same argument.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    load_all(path).map_err(|problems| {
+        problems
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| ConfigError::new("(top level)", "invalid"))
+    })
+}
+
+/// [`load`], reporting every problem instead of the first: figment's (each bad key or type)
+/// when the file does not parse into the config, else every section's.
+pub fn load_all(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
+    let config = parse(path)?;
+    let problems = config.problems();
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The file and the environment read into a [`Config`], not yet validated: every key and
+/// type error figment finds.
+pub fn parse(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
     let mut figment = Figment::new();
     if let Some(path) = path {
         if !path.is_file() {
-            return Err(ConfigError::new(
+            return Err(vec![ConfigError::new(
                 "--config",
                 format!("{} does not exist or is not a file", path.display()),
-            ));
+            )]);
         }
         figment = figment.merge(Toml::file_exact(path));
     }
@@ -587,9 +658,9 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
         })
     }));
-    let config: Config = figment.extract().map_err(figment_error)?;
-    config.validate()?;
-    Ok(config)
+    figment
+        .extract()
+        .map_err(|e| e.into_iter().map(figment_error).collect())
 }
 
 /// Parses a TOML string the way [`load`] parses a file (no environment), and checks the
@@ -660,9 +731,46 @@ fn check_range(
 }
 
 impl Config {
-    /// Every check that does not need the network.
+    /// Every check that does not need the network; the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.validate_nats()?;
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem the offline checks find, one per section (NATS, fetcher, each account,
+    /// each sink, healthwatch), so `oprelay config check` can list them all at once.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
+        let mut note = |r: Result<(), ConfigError>| found.extend(r.err());
+        note(self.validate_nats());
+        note(self.validate_fetcher());
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            if !names.insert(a.name.clone()) {
+                note(Err(ConfigError::new(
+                    format!("accounts[{i}].name"),
+                    format!("`{}` is used by two accounts", a.name),
+                )));
+            }
+            note(a.validate(i));
+        }
+        let mut sink_names = std::collections::HashSet::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            if !sink_names.insert(s.name.clone()) {
+                note(Err(ConfigError::new(
+                    format!("sinks[{i}].name"),
+                    format!("`{}` is used by two sinks", s.name),
+                )));
+            }
+            note(s.validate(&format!("sinks[{i}]")));
+        }
+        note(self.validate_healthwatch());
+        found
+    }
+
+    fn validate_fetcher(&self) -> Result<(), ConfigError> {
         let f = &self.fetcher;
         check_range(
             "fetcher.lease_ttl",
@@ -688,64 +796,10 @@ impl Config {
                 ),
             ));
         }
-        let mut names = std::collections::HashSet::new();
-        for (i, a) in self.accounts.iter().enumerate() {
-            let key = |k: &str| format!("accounts[{i}].{k}");
-            if !names.insert(a.name.clone()) {
-                return Err(ConfigError::new(
-                    key("name"),
-                    format!("`{}` is used by two accounts", a.name),
-                ));
-            }
-            if SecretSource::from_keys(&key("token"), &a.token_file, &a.token_env)?.is_none() {
-                return Err(ConfigError::new(
-                    key("token_file"),
-                    "missing: set token_file (a mounted Secret) or token_env",
-                ));
-            }
-            if let Some(url) = &a.base_url {
-                check_url(&key("base_url"), url)?;
-            }
-            if let Some(start) = &a.start_time {
-                if a.start_time().is_none() {
-                    return Err(ConfigError::new(
-                        key("start_time"),
-                        format!("`{start}` is not an RFC 3339 time such as 2026-01-01T00:00:00Z"),
-                    ));
-                }
-            }
-            if !(1..=1000).contains(&a.page_size) {
-                return Err(ConfigError::new(
-                    key("page_size"),
-                    format!(
-                        "{} is out of range (1 to 1000, the API's limit)",
-                        a.page_size
-                    ),
-                ));
-            }
-            check_range(
-                &key("poll_interval"),
-                a.poll_interval,
-                HumanDuration::secs(1),
-                HumanDuration::secs(3600),
-            )?;
-            if a.feeds.as_ref().is_some_and(|f| f.is_empty()) {
-                return Err(ConfigError::new(
-                    key("feeds"),
-                    "empty: leave it out to poll every feed the token allows",
-                ));
-            }
-        }
-        let mut sink_names = std::collections::HashSet::new();
-        for (i, s) in self.sinks.iter().enumerate() {
-            if !sink_names.insert(s.name.clone()) {
-                return Err(ConfigError::new(
-                    format!("sinks[{i}].name"),
-                    format!("`{}` is used by two sinks", s.name),
-                ));
-            }
-            s.validate(&format!("sinks[{i}]"))?;
-        }
+        Ok(())
+    }
+
+    fn validate_healthwatch(&self) -> Result<(), ConfigError> {
         let hw = &self.healthwatch;
         let (min, max) = (
             HumanDuration::secs(15 * 60),
@@ -810,6 +864,15 @@ impl Config {
     /// there. Only the forwarder (and `oprelay config check`) needs them: the other pods do not
     /// mount the SIEM credentials, so loading the config does not open them.
     pub fn check_sink_files(&self) -> Result<(), ConfigError> {
+        match self.sink_file_problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every sink file that cannot be read, not only the first.
+    pub fn sink_file_problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let key = |k: &str| format!("sinks[{i}].{k}");
             for (k, p) in [
@@ -821,27 +884,36 @@ impl Config {
                 ("tls.key_file", &s.tls.key_file),
             ] {
                 if let Some(p) = p {
-                    check_file(&key(k), p)?;
+                    found.extend(check_file(&key(k), p).err());
                 }
             }
             for (name, p) in s.headers_from_files.iter().flatten() {
-                check_file(&key(&format!("headers_from_files.{name}")), p)?;
+                found.extend(check_file(&key(&format!("headers_from_files.{name}")), p).err());
             }
         }
-        Ok(())
+        found
     }
 
     /// That every account's token can be found: the file exists, the variable is set. Only the
     /// fetcher (and `oprelay config check`) needs the tokens, so the other services, whose pods
     /// do not mount them, skip this.
     pub fn check_account_tokens(&self) -> Result<(), ConfigError> {
+        match self.token_problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every account token that cannot be found, not only the first.
+    pub fn token_problems(&self) -> Vec<ConfigError> {
+        let mut found = Vec::new();
         for (i, a) in self.accounts.iter().enumerate() {
             let key = |k: &str| format!("accounts[{i}].{k}");
             match a.token() {
-                SecretSource::File(p) => check_file(&key("token_file"), &p)?,
+                SecretSource::File(p) => found.extend(check_file(&key("token_file"), &p).err()),
                 SecretSource::Env(e) => {
                     if std::env::var_os(&e).is_none() {
-                        return Err(ConfigError::new(
+                        found.push(ConfigError::new(
                             key("token_env"),
                             format!("environment variable {e} is not set"),
                         ));
@@ -849,7 +921,7 @@ impl Config {
                 }
             }
         }
-        Ok(())
+        found
     }
 
     fn validate_nats(&self) -> Result<(), ConfigError> {
@@ -1055,6 +1127,7 @@ impl SinkConfig {
             ("gzip", self.gzip.is_some()),
             ("path", self.path.is_some()),
             ("max_bytes", self.max_bytes.is_some()),
+            ("manage_template", self.manage_template.is_some()),
         ];
         let (allowed, required): (&[&str], &[&str]) = match self.kind {
             SinkType::SplunkHec => (
@@ -1078,6 +1151,7 @@ impl SinkConfig {
                     "password_file",
                     "api_key_file",
                     "gzip",
+                    "manage_template",
                 ],
                 &["endpoint"],
             ),
@@ -1116,6 +1190,13 @@ impl SinkConfig {
         }
         if let Some(url) = &self.endpoint {
             check_url(&key("endpoint"), url)?;
+        }
+        if self.manage_template == Some(true) && self.format == OutputFormat::Raw {
+            return Err(ConfigError::new(
+                key("manage_template"),
+                "oprelay has index templates for the panther and ecs formats; the raw format \
+                 keeps 1Password's own fields, which Elasticsearch maps by itself",
+            ));
         }
         SecretSource::from_keys(&key("token"), &self.token_file, &self.token_env)?;
         if self.kind == SinkType::SplunkHec && self.token_file.is_none() && self.token_env.is_none()

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub use opsim;
 
+pub mod es_mapping;
 mod pki;
 pub mod receivers;
 pub use pki::TestPki;

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -69,6 +70,11 @@ pub struct Recv {
     /// Elasticsearch: answer every `_bulk` item with this status and error object, as a
     /// read-only index (403 `cluster_block_exception`) or a missing one does.
     pub item_error: Option<(u16, Value)>,
+    /// Elasticsearch: index templates by name (`PUT _index_template/{name}`); documents for a
+    /// matching index are checked against the template's mappings.
+    pub templates: HashMap<String, Value>,
+    /// Elasticsearch: documents that were checked against a template's mappings and fit.
+    pub template_checked: usize,
 }
 
 impl Recv {
@@ -212,19 +218,61 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
 }
 
 /// Elasticsearch `_bulk`, as strict as the real one about framing, actions and ids.
+/// Elasticsearch refuses a request without the credentials it requires.
+fn es_auth(state: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let wanted = state.lock().unwrap().expect_auth.clone()?;
+    let given = headers.get("authorization").and_then(|v| v.to_str().ok());
+    (given != Some(wanted.as_str()))
+        .then(|| (StatusCode::UNAUTHORIZED, "security_exception").into_response())
+}
+
 pub fn es_receiver(state: Shared) -> Router {
     Router::new()
+        .route(
+            "/",
+            get(|State(state): State<Shared>, headers: HeaderMap| async move {
+                if let Some(r) = es_auth(&state, &headers) {
+                    return r;
+                }
+                Json(json!({"name": "es-test", "cluster_name": "oprelay-test", "version": {"number": "8.15.0"}, "tagline": "You Know, for Search"})).into_response()
+            }),
+        )
+        .route(
+            "/_index_template/{name}",
+            put(|State(state): State<Shared>, Path(name): Path<String>, headers: HeaderMap, body: Bytes| async move {
+                if let Some(r) = es_auth(&state, &headers) {
+                    return r;
+                }
+                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                if !ct.starts_with("application/json") {
+                    return (StatusCode::NOT_ACCEPTABLE, "Content-Type header is not supported").into_response();
+                }
+                let Ok(template) = serde_json::from_slice::<Value>(&body) else {
+                    return (StatusCode::BAD_REQUEST, "x_content_parse_exception").into_response();
+                };
+                if let Err(e) = crate::es_mapping::validate_template(&template) {
+                    return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": e}, "status": 400}))).into_response();
+                }
+                let mut s = state.lock().unwrap();
+                // Two templates with the same priority may not claim the same pattern.
+                let clash = s.templates.iter().find(|(other, t)| {
+                    *other != &name && t["priority"] == template["priority"] && t["index_patterns"] == template["index_patterns"]
+                });
+                if let Some((other, _)) = clash {
+                    return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": format!("index template [{name}] has index patterns matching patterns from existing template [{other}] with the same priority")}, "status": 400}))).into_response();
+                }
+                s.templates.insert(name, template);
+                Json(json!({"acknowledged": true})).into_response()
+            }),
+        )
         .route(
             "/_bulk",
             post(|State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
                 if let Some(r) = injected(&state) {
                     return r;
                 }
-let wanted = state.lock().unwrap().expect_auth.clone();
-                if let Some(w) = wanted {
-                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(w.as_str()) {
-                        return (StatusCode::UNAUTHORIZED, "security_exception").into_response();
-                    }
+                if let Some(r) = es_auth(&state, &headers) {
+                    return r;
                 }
                                 let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
                 if ct != "application/x-ndjson" && ct != "application/json" {
@@ -257,8 +305,16 @@ let wanted = state.lock().unwrap().expect_auth.clone();
                     let Ok(doc) = serde_json::from_slice::<Value>(pair[1]) else {
                         return (StatusCode::BAD_REQUEST, "source is not JSON").into_response();
                     };
+                    let mapping = s
+                        .templates
+                        .values()
+                        .filter(|t| t["index_patterns"].as_array().into_iter().flatten().any(|p| crate::es_mapping::pattern_matches(p.as_str().unwrap_or_default(), index)))
+                        .max_by_key(|t| t["priority"].as_i64().unwrap_or(0))
+                        .map(|t| crate::es_mapping::check_document(&t["template"]["mappings"], &doc));
                     let (status, error) = if let Some((status, error)) = s.item_error.clone() {
                         (status, Some(error))
+                    } else if let Some(Err(reason)) = &mapping {
+                        (400, Some(json!({"type": "document_parsing_exception", "reason": reason})))
                     } else if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
                         *n -= 1;
                         (429, Some(json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"})))
@@ -272,6 +328,7 @@ let wanted = state.lock().unwrap().expect_auth.clone();
                             let _ = writeln!(f, "{doc}");
                         }
                         s.received += 1;
+                        s.template_checked += usize::from(mapping.is_some());
                         s.docs.insert(id.to_owned(), (index.to_owned(), doc));
                         (201, None)
                     };

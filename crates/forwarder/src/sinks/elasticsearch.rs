@@ -2,22 +2,62 @@
 //! meets its own document (409) and is counted as delivered, so there is never a duplicate.
 //! Per-item statuses are read one by one — `_bulk` answers 200 even when items failed.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use oprelay_service::config::{SecretSource, SinkConfig};
+use oprelay_service::config::{OutputFormat, SecretSource, SinkConfig};
 
-use super::http::{client, post, Credentials};
-use super::{Outcome, SinkError};
+use super::http::{classify, client, post, read_reply, transport, Credentials};
+use super::{ErrorKind, Outcome, SinkError};
 use crate::format::Record;
+
+/// oprelay's index templates, one per record format; `deploy/siem/elasticsearch/` documents
+/// them for those who install templates themselves.
+const PANTHER_TEMPLATE: &str =
+    include_str!("../../../../deploy/siem/elasticsearch/oprelay-panther.json");
+const ECS_TEMPLATE: &str = include_str!("../../../../deploy/siem/elasticsearch/oprelay-ecs.json");
+
+/// `oprelay-{log_type}-{yyyy.MM.dd}` → `oprelay-*`: the fixed start of the sink's index names.
+/// `None` when the names start with a placeholder: a template for `*` would apply to every
+/// index in the cluster.
+pub fn index_pattern(index: &str) -> Option<String> {
+    match index.find('{') {
+        Some(0) => None,
+        Some(i) => Some(format!("{}*", &index[..i])),
+        None => Some(index.to_owned()),
+    }
+}
+
+/// The index template a sink installs: oprelay's for its format, for its own index names.
+pub fn index_template(format: OutputFormat, index: &str) -> Result<Value, String> {
+    let text = match format {
+        OutputFormat::Panther => PANTHER_TEMPLATE,
+        OutputFormat::Ecs => ECS_TEMPLATE,
+        OutputFormat::Raw => return Err("no index template for the raw format".into()),
+    };
+    let pattern = index_pattern(index).ok_or_else(|| {
+        format!("manage_template needs an index that starts with a fixed prefix, not `{index}`")
+    })?;
+    let mut template: Value =
+        serde_json::from_str(text).map_err(|e| format!("the built-in index template: {e}"))?;
+    template["index_patterns"] = json!([pattern]);
+    Ok(template)
+}
 
 pub struct Elasticsearch {
     client: reqwest::Client,
+    /// The endpoint without a trailing `/`.
+    root: String,
     url: String,
     index: String,
     auth: Credentials,
     gzip: bool,
+    /// `manage_template`: the template's name and body, installed before the first batch.
+    template: Option<(String, Value)>,
+    template_installed: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -58,22 +98,32 @@ impl Elasticsearch {
             Some(k) => Credentials::ApiKey(SecretSource::File(k.clone())),
             None => Credentials::basic(config).unwrap_or(Credentials::None),
         };
+        let root = config
+            .endpoint
+            .clone()
+            .ok_or("an elasticsearch sink needs `endpoint`")?
+            .trim_end_matches('/')
+            .to_owned();
+        let index = config
+            .index
+            .clone()
+            .unwrap_or_else(|| "oprelay-{log_type}-{yyyy.MM.dd}".into());
+        let template = match config.manage_template {
+            Some(true) => Some((
+                format!("oprelay-{}", config.name),
+                index_template(config.format, &index)?,
+            )),
+            _ => None,
+        };
         Ok(Elasticsearch {
             client: client(config)?,
-            url: format!(
-                "{}/_bulk",
-                config
-                    .endpoint
-                    .clone()
-                    .ok_or("an elasticsearch sink needs `endpoint`")?
-                    .trim_end_matches('/')
-            ),
-            index: config
-                .index
-                .clone()
-                .unwrap_or_else(|| "oprelay-{log_type}-{yyyy.MM.dd}".into()),
+            url: format!("{root}/_bulk"),
+            root,
+            index,
             auth,
             gzip: config.gzip.unwrap_or(false),
+            template,
+            template_installed: AtomicBool::new(false),
         })
     }
 
@@ -87,7 +137,64 @@ impl Elasticsearch {
         Ok(h)
     }
 
+    /// `PUT _index_template/oprelay-{sink}` (create or replace: a new oprelay release brings
+    /// its mappings along). New indices get the mappings; existing ones keep theirs until they
+    /// roll over (the daily index names do that by themselves).
+    async fn install_template(&self, name: &str, body: &Value) -> Result<(), SinkError> {
+        let mut headers = self.headers()?;
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let resp = self
+            .client
+            .put(format!("{}/_index_template/{name}", self.root))
+            .headers(headers)
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let reply_headers = resp.headers().clone();
+        let reply = read_reply(resp, 64 * 1024).await?;
+        classify(status, &reply_headers, &reply).map_err(|e| match e.kind {
+            // Not about any record: a refused template waits for an operator.
+            ErrorKind::Rejected => SinkError::needs_operator(format!(
+                "Elasticsearch refused the index template {name}: {}",
+                e.message
+            )),
+            _ => e,
+        })?;
+        tracing::info!(template = name, "index template installed");
+        Ok(())
+    }
+
+    /// `oprelay config check --online`: the cluster answers at the endpoint and accepts the
+    /// credentials (`GET /`, which any role that may write can read).
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        let resp = self
+            .client
+            .get(format!("{}/", self.root))
+            .headers(self.headers()?)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status();
+        let reply_headers = resp.headers().clone();
+        let reply = read_reply(resp, 64 * 1024).await?;
+        classify(status, &reply_headers, &reply)?;
+        let info: Value = serde_json::from_slice(&reply).unwrap_or_default();
+        Ok(format!(
+            "cluster {} answered, version {}",
+            info["cluster_name"].as_str().unwrap_or("?"),
+            info["version"]["number"].as_str().unwrap_or("?")
+        ))
+    }
+
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
+        if let Some((name, body)) = &self.template {
+            if !self.template_installed.load(Ordering::Acquire) {
+                self.install_template(name, body).await?;
+                self.template_installed.store(true, Ordering::Release);
+            }
+        }
         let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 120).sum());
         for r in records {
             let action = serde_json::json!({"create": {"_index": index_name(&self.index, r), "_id": r.row_id}});
@@ -174,6 +281,33 @@ fn item_verdict(status: u16) -> ItemVerdict {
 #[cfg(test)]
 mod verdict_tests {
     use super::*;
+
+    #[test]
+    fn a_template_matches_the_sinks_own_index_names_only() {
+        assert_eq!(
+            index_pattern("oprelay-{log_type}-{yyyy.MM.dd}").as_deref(),
+            Some("oprelay-*")
+        );
+        assert_eq!(index_pattern("1password").as_deref(), Some("1password"));
+        assert_eq!(index_pattern("{account}-events"), None);
+        let t = index_template(OutputFormat::Panther, "sec-1p-{yyyy.MM}").unwrap();
+        assert_eq!(t["index_patterns"], json!(["sec-1p-*"]));
+        let props = &t["template"]["mappings"]["properties"];
+        assert_eq!(props["p_event_time"]["type"], "date_nanos");
+        assert_eq!(
+            props["p_event_time"]["format"],
+            "yyyy-MM-dd HH:mm:ss.SSSSSSSSS"
+        );
+        assert_eq!(props["p_any_ip_addresses"]["type"], "ip");
+        assert_eq!(props["p_row_id"]["type"], "keyword");
+        let ecs = index_template(OutputFormat::Ecs, "oprelay-ecs-{yyyy.MM.dd}").unwrap();
+        assert_eq!(
+            ecs["template"]["mappings"]["properties"]["source"]["properties"]["ip"]["type"],
+            "ip"
+        );
+        assert!(index_template(OutputFormat::Raw, "x").is_err());
+        assert!(index_template(OutputFormat::Panther, "{feed}").is_err());
+    }
 
     #[test]
     fn only_a_400_item_is_the_documents_fault() {

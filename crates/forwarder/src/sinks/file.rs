@@ -29,6 +29,21 @@ impl FileSink {
         })
     }
 
+    /// `oprelay config check --online`: the file's directory exists and is writable (checked
+    /// by creating and removing a probe file beside it; the sink's file is not touched).
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let probe = dir.join(format!(".oprelay-check-{}", std::process::id()));
+        tokio::fs::write(&probe, b"").await.map_err(|e| {
+            SinkError::needs_operator(format!("cannot write in {}: {e}", dir.display()))
+        })?;
+        let _ = tokio::fs::remove_file(&probe).await;
+        Ok(format!("{} is writable", dir.display()))
+    }
+
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let lines: Vec<Vec<u8>> = records
             .iter()

@@ -299,6 +299,38 @@ impl HttpSink {
         })
     }
 
+    /// `oprelay config check --online`: an `OPTIONS` request, which delivers nothing. Any
+    /// answer shows the endpoint is reachable; a 401/403 shows the credentials are refused.
+    /// Other refusals say little (many endpoints allow only POST), so only those two count.
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        let mut headers = self.headers.clone();
+        for (name, source) in &self.secret_headers {
+            let value = read_secret(source, &format!("{name} header"))?;
+            let mut v = HeaderValue::from_str(value.expose())
+                .map_err(|_| SinkError::needs_operator(format!("{name}: not a header value")))?;
+            v.set_sensitive(true);
+            headers.insert(name.clone(), v);
+        }
+        self.auth.apply(&mut headers)?;
+        let resp = self
+            .client
+            .request(reqwest::Method::OPTIONS, &self.endpoint)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(transport)?;
+        match resp.status().as_u16() {
+            401 | 403 => Err(SinkError::needs_operator(format!(
+                "the endpoint refused the credentials (HTTP {})",
+                resp.status()
+            ))),
+            _ => Ok(format!(
+                "reachable (HTTP {} to OPTIONS); records are checked with the first delivery",
+                resp.status()
+            )),
+        }
+    }
+
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let mut body =
             Vec::with_capacity(records.iter().map(|r| r.body.len() + 1).sum::<usize>() + 2);

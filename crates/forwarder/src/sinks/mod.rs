@@ -134,6 +134,18 @@ impl AnySink {
         }
     }
 
+    /// Reaches the SIEM without delivering anything and says what it found: `oprelay config
+    /// check --online`, like Vector's sink healthchecks.
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        match self {
+            AnySink::File(s) => s.healthcheck().await,
+            AnySink::Http(s) => s.healthcheck().await,
+            AnySink::SplunkHec(s) => s.healthcheck().await,
+            AnySink::Elasticsearch(s) => s.healthcheck().await,
+            AnySink::Syslog(s) => s.healthcheck().await,
+        }
+    }
+
     /// Sends the records in one request (or one write).
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         match self {

@@ -135,6 +135,27 @@ impl SplunkHec {
         out.extend_from_slice(b"}\n");
     }
 
+    /// `oprelay config check --online`: an empty request with the token. HEC checks the token
+    /// before the body, so a valid one is answered "No data" (400, code 5) and nothing is
+    /// indexed; a refused token is 401/403 (codes 1–4).
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        let url = format!("{}/services/collector/event", self.endpoint);
+        let (status, headers, body) =
+            super::http::send(&self.client, &url, self.headers()?, Vec::new(), false).await?;
+        let reply: Option<HecReply> = serde_json::from_slice(&body).ok();
+        match (status.as_u16(), reply) {
+            (400, Some(r)) if r.code == 5 => Ok("HEC accepted the token".into()),
+            (_, Some(r)) if (1..=4).contains(&r.code) => Err(SinkError::needs_operator(format!(
+                "HEC refused the token: {} (code {})",
+                r.text, r.code
+            ))),
+            _ => {
+                super::http::classify(status, &headers, &body)?;
+                Ok(format!("HEC answered {status}"))
+            }
+        }
+    }
+
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 160).sum());
         // A batch is nearly always one account and feed: render their metadata once.

@@ -251,6 +251,25 @@ impl Syslog {
         })
     }
 
+    /// `oprelay config check --online`: a connection (and TLS handshake) to the receiver,
+    /// closed at once. UDP has no handshake, so only the address is resolved.
+    pub async fn healthcheck(&self) -> Result<String, SinkError> {
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, self.connect())
+            .await
+            .map_err(|_| {
+                SinkError::transient(format!("connecting to {} timed out", self.address))
+            })??;
+        drop(conn);
+        Ok(match self.transport {
+            Transport::Udp => format!(
+                "{} resolves (UDP: nothing to check beyond that)",
+                self.address
+            ),
+            Transport::Tcp => format!("{} accepts TCP connections", self.address),
+            Transport::Tls => format!("{} completed a TLS handshake", self.address),
+        })
+    }
+
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
         let mut guard = self.conn.lock().await;
         // A connection the receiver closed (a restart) still takes writes into the kernel's
