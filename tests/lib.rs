@@ -290,6 +290,11 @@ poll_interval = "1s"
             .unwrap_or_default()
     }
 
+    /// What a service has logged so far (JSON lines).
+    pub fn log(&self, service: &str) -> String {
+        std::fs::read_to_string(self.log_path(service)).unwrap_or_default()
+    }
+
     fn log_path(&self, service: &str) -> PathBuf {
         self.dir.path().join(format!("{service}.log"))
     }

@@ -15,12 +15,49 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 
 use oprelay_e2e::{free_port, Pipeline, Spec};
 use oprelay_testkit::eventually;
 
-/// What the collector received: (service.name, span name, trace id, span id, parent span id).
-type Spans = Arc<Mutex<Vec<(String, String, Vec<u8>, Vec<u8>, Vec<u8>)>>>;
+/// One span as the collector received it.
+#[derive(Clone, Debug)]
+struct Got {
+    service: String,
+    name: String,
+    trace: Vec<u8>,
+    id: Vec<u8>,
+    parent: Vec<u8>,
+    kind: SpanKind,
+    attributes: HashMap<String, String>,
+    resource: HashMap<String, String>,
+}
+
+type Spans = Arc<Mutex<Vec<Got>>>;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text(v: Option<&AnyValue>) -> String {
+    match v {
+        Some(AnyValue::StringValue(s)) => s.clone(),
+        Some(AnyValue::IntValue(i)) => i.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn attributes(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> HashMap<String, String> {
+    kvs.iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+            )
+        })
+        .collect()
+}
 
 struct Collector(Spans);
 
@@ -32,26 +69,19 @@ impl TraceService for Collector {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let mut out = self.0.lock().unwrap();
         for rs in request.into_inner().resource_spans {
-            let service = rs
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|kv| kv.key == "service.name")
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                .map(|v| match v {
-                    AnyValue::StringValue(s) => s.clone(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_default();
+            let resource = attributes(rs.resource.as_ref().map_or(&[][..], |r| &r.attributes));
             for ss in rs.scope_spans {
                 for span in ss.spans {
-                    out.push((
-                        service.clone(),
-                        span.name,
-                        span.trace_id,
-                        span.span_id,
-                        span.parent_span_id,
-                    ));
+                    out.push(Got {
+                        service: resource.get("service.name").cloned().unwrap_or_default(),
+                        kind: SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified),
+                        attributes: attributes(&span.attributes),
+                        resource: resource.clone(),
+                        name: span.name,
+                        trace: span.trace_id,
+                        id: span.span_id,
+                        parent: span.parent_span_id,
+                    });
                 }
             }
         }
@@ -72,15 +102,33 @@ async fn the_spans_of_one_page_share_one_trace_across_services() {
             .serve(addr),
     );
 
-    let p = Pipeline::start(Spec {
+    let mut p = Pipeline::start(Spec {
         backfill: 20,
-        env: vec![(
-            "OPRELAY_TELEMETRY__OTLP_ENDPOINT".into(),
-            format!("http://{addr}"),
-        )],
+        services: false,
+        // The standard OpenTelemetry variables, as an operator sets them for every service
+        // in a cluster; and logs at `warn`, which must not turn the traces off.
+        env: vec![
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT".into(),
+                format!("http://{addr}"),
+            ),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES".into(),
+                "deployment.environment.name=e2e".into(),
+            ),
+            ("OPRELAY_TELEMETRY__LOG_LEVEL".into(), "warn".into()),
+        ],
         ..Default::default()
     })
     .await;
+    // One failed request first: its warning must carry the trace id of its span.
+    p.sim.inject(opsim::Fault::new(opsim::FaultKind::Status {
+        status: 503,
+        retry_after: None,
+    }));
+    for s in oprelay_e2e::SERVICES {
+        p.start_service(s).await;
+    }
     eventually(
         Duration::from_secs(60),
         "the 60 events at Elasticsearch",
@@ -95,19 +143,21 @@ async fn the_spans_of_one_page_share_one_trace_across_services() {
         "three traces from fetch to both sinks in the collector",
         || async {
             let spans = spans.lock().unwrap().clone();
-            let mut by_trace: HashMap<Vec<u8>, Vec<_>> = HashMap::new();
+            let mut by_trace: HashMap<Vec<u8>, Vec<Got>> = HashMap::new();
             for s in spans {
-                by_trace.entry(s.2.clone()).or_default().push(s);
+                by_trace.entry(s.trace.clone()).or_default().push(s);
             }
             let complete: Vec<_> = by_trace
                 .into_values()
                 .filter(|t| {
-                    let names: HashSet<(&str, &str)> =
-                        t.iter().map(|s| (s.0.as_str(), s.1.as_str())).collect();
+                    let names: HashSet<(&str, &str)> = t
+                        .iter()
+                        .map(|s| (s.service.as_str(), s.name.as_str()))
+                        .collect();
                     names.contains(&("fetcher", "fetch page"))
                         && names.contains(&("normalizer", "normalize page"))
                         && t.iter()
-                            .filter(|s| s.0 == "forwarder" && s.1 == "deliver")
+                            .filter(|s| s.service == "forwarder" && s.name == "deliver")
                             .count()
                             >= 2
                 })
@@ -118,23 +168,96 @@ async fn the_spans_of_one_page_share_one_trace_across_services() {
     .await;
 
     for trace in &traces {
-        let fetch = trace.iter().find(|s| s.1 == "fetch page").unwrap();
-        assert!(fetch.4.is_empty(), "the fetch span is the trace's root");
-        let normalize = trace.iter().find(|s| s.1 == "normalize page").unwrap();
-        // The normalizer's span hangs off the fetcher's (through the publish of the page).
-        let ids: HashSet<&Vec<u8>> = trace.iter().map(|s| &s.3).collect();
+        let find = |service: &str, name: &str| {
+            trace
+                .iter()
+                .find(|s| s.service == service && s.name == name)
+                .unwrap_or_else(|| panic!("no {service} span {name}: {trace:#?}"))
+        };
+        let fetch = find("fetcher", "fetch page");
         assert!(
-            ids.contains(&normalize.4),
-            "normalize page has a parent in the trace"
+            fetch.parent.is_empty(),
+            "the fetch span is the trace's root"
         );
-        for deliver in trace.iter().filter(|s| s.1 == "deliver") {
+        assert_eq!(
+            fetch.resource["deployment.environment.name"], "e2e",
+            "OTEL_RESOURCE_ATTRIBUTES"
+        );
+        assert!(fetch.resource.contains_key("service.version"));
+        // The Events API request: a client span under the fetch, with HTTP's conventions.
+        let api = find("fetcher", "POST");
+        assert_eq!(api.kind, SpanKind::Client);
+        assert_eq!(api.parent, fetch.id);
+        assert_eq!(api.attributes["http.request.method"], "POST");
+        assert_eq!(api.attributes["http.response.status_code"], "200");
+        assert_eq!(api.attributes["server.address"], "127.0.0.1");
+        assert!(api.attributes["url.full"].contains("/api/v2/"), "{api:?}");
+        // The page's publish: a producer span under the fetch, parent of the normalization.
+        let publish = trace
+            .iter()
+            .find(|s| s.service == "fetcher" && s.name.starts_with("publish op.raw."))
+            .unwrap_or_else(|| panic!("no publish span: {trace:#?}"));
+        assert_eq!(publish.kind, SpanKind::Producer);
+        assert_eq!(publish.parent, fetch.id);
+        assert_eq!(publish.attributes["messaging.system"], "nats");
+        assert!(publish.attributes["messaging.destination.name"].starts_with("op.raw.acme."));
+        let normalize = find("normalizer", "normalize page");
+        assert_eq!(normalize.kind, SpanKind::Consumer);
+        assert_eq!(
+            normalize.parent, publish.id,
+            "normalize page hangs off the publish"
+        );
+        assert_eq!(normalize.attributes["messaging.operation.type"], "process");
+        // The records' publish, then each sink's delivery and its SIEM request.
+        let ids: HashSet<&Vec<u8>> = trace.iter().map(|s| &s.id).collect();
+        let delivers: Vec<&Got> = trace
+            .iter()
+            .filter(|s| s.service == "forwarder" && s.name == "deliver")
+            .collect();
+        for deliver in &delivers {
+            assert_eq!(deliver.kind, SpanKind::Consumer);
             assert!(
-                ids.contains(&deliver.4),
+                ids.contains(&deliver.parent),
                 "deliver has a parent in the trace"
             );
         }
+        let requests: Vec<&Got> = trace
+            .iter()
+            .filter(|s| s.service == "forwarder" && s.kind == SpanKind::Client)
+            .collect();
+        for r in &requests {
+            assert!(delivers.iter().any(|d| d.id == r.parent), "{r:?}");
+            assert_eq!(r.attributes["http.request.method"], "POST");
+            assert!(
+                r.attributes.contains_key("http.response.status_code"),
+                "{r:?}"
+            );
+        }
     }
-    let distinct: HashSet<&Vec<u8>> = traces.iter().map(|t| &t[0].2).collect();
+    // The failed request's warning names the trace its span was exported in.
+    let failed_trace = p
+        .log("oprelay-fetcher")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["message"] == "poll failed")
+        .and_then(|l| l["span"]["trace_id"].as_str().map(str::to_owned))
+        .expect("a `poll failed` warning with the span's trace_id");
+    let exported = spans.lock().unwrap().clone();
+    let failed_request = exported
+        .iter()
+        .find(|s| s.kind == SpanKind::Client && hex(&s.trace) == failed_trace)
+        .expect("the failed request's span, exported though logs are at warn");
+    assert_eq!(
+        failed_request.attributes["http.response.status_code"],
+        "503"
+    );
+    assert_eq!(failed_request.attributes["error.type"], "503");
+    let any_request = traces
+        .iter()
+        .flatten()
+        .any(|s| s.service == "forwarder" && s.kind == SpanKind::Client);
+    assert!(any_request, "the SIEM requests are client spans");
+    let distinct: HashSet<&Vec<u8>> = traces.iter().map(|t| &t[0].trace).collect();
     assert_eq!(
         distinct.len(),
         traces.len(),

@@ -14,6 +14,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tracing::Instrument;
 
 use oprelay_events::names::header;
 
@@ -127,15 +128,35 @@ impl Bus {
         check(&self.js, topology, needs).await
     }
 
-    /// Publishes and waits for the JetStream ack, with the current span's trace context.
+    /// Publishes and waits for the JetStream ack, in a producer span (OpenTelemetry's
+    /// messaging conventions) whose context goes out in `traceparent`, so a consumer's span
+    /// hangs off this publish.
     pub async fn publish(&self, msg: Outgoing) -> Result<Published, BusError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("publish {}", msg.subject),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.operation.type = "send",
+            messaging.operation.name = "publish",
+            messaging.destination.name = %msg.subject,
+            messaging.message.id = %msg.msg_id,
+            messaging.message.body.size = msg.payload.len(),
+        );
+        self.publish_in(msg, &span).instrument(span.clone()).await
+    }
+
+    async fn publish_in(&self, msg: Outgoing, span: &tracing::Span) -> Result<Published, BusError> {
         let Outgoing {
             subject,
             msg_id,
             mut headers,
             payload,
         } = msg;
-        trace::inject_current(&mut headers);
+        trace::inject(
+            &tracing_opentelemetry::OpenTelemetrySpanExt::context(span),
+            &mut headers,
+        );
         headers.insert(header::MSG_ID, msg_id);
         let publish = jetstream::message::PublishMessage::build()
             .headers(headers)

@@ -17,6 +17,8 @@ use oprelay_events::{
     CursorRequest, Feed, Introspection, IntrospectionV1, Page, Secret, Timestamp,
 };
 use oprelay_service::config::ApiVersion;
+use oprelay_service::telemetry;
+use tracing::Instrument;
 
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -233,14 +235,20 @@ impl EventsApi {
         url: &str,
         token: &Secret,
     ) -> Result<T, ApiError> {
+        let span = telemetry::http_client_span("GET", url);
         let resp = self
             .http
             .get(url)
             .header(AUTHORIZATION, bearer(token)?)
             .send()
+            .instrument(span.clone())
             .await
-            .map_err(transport)?;
+            .map_err(|e| {
+                telemetry::record_http_failure(&span, "transport");
+                transport(e)
+            })?;
         let status = resp.status();
+        telemetry::record_http_status(&span, status.as_u16());
         let headers = resp.headers().clone();
         let body = read_body(resp, self.max_body).await?;
         check_status(status.as_u16(), &headers, &body, url)?;
@@ -261,6 +269,7 @@ impl EventsApi {
         };
         let url = format!("{}/api/{version}/{}", self.base_url, feed.api_name());
         let body = serde_json::to_vec(request).map_err(|e| ApiError::Malformed(e.to_string()))?;
+        let span = telemetry::http_client_span("POST", &url);
         let resp = self
             .http
             .post(&url)
@@ -268,9 +277,14 @@ impl EventsApi {
             .header(CONTENT_TYPE, "application/json")
             .body(body)
             .send()
+            .instrument(span.clone())
             .await
-            .map_err(transport)?;
+            .map_err(|e| {
+                telemetry::record_http_failure(&span, "transport");
+                transport(e)
+            })?;
         let status = resp.status().as_u16();
+        telemetry::record_http_status(&span, status);
         let headers = resp.headers().clone();
         let body = read_body(resp, self.max_body).await?;
         check_status(status, &headers, &body, &url)?;

@@ -240,7 +240,9 @@ impl Poller {
                 account = %self.account.name,
                 feed = %self.feed,
                 events = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
             );
+            oprelay_service::telemetry::record_trace_id(&page_span);
             let fetched = tokio::select! {
                 _ = shutdown.cancelled() => return Err(DrainError::Stop(Stop::Shutdown)),
                 r = self.fetch(&request, &token).instrument(page_span.clone()) => r,
@@ -248,12 +250,17 @@ impl Poller {
             let page = match fetched {
                 Ok(page) => page,
                 Err(e) => {
+                    // Logged inside the page's span: the log line carries the trace id of
+                    // the failed request.
                     let kind = e.kind();
                     let recovery = e.recovery();
                     if matches!(e, ApiError::BadRequest { .. }) {
-                        tracing::error!(error = %e, "the Events API refused the request");
+                        page_span.in_scope(
+                            || tracing::error!(error = %e, "the Events API refused the request"),
+                        );
                     }
-                    return Err(self.failed(e.to_string(), kind, recovery).await);
+                    let failed = self.failed(e.to_string(), kind, recovery);
+                    return Err(failed.instrument(page_span).await);
                 }
             };
             let fetched_at = self.deps.clock.now();

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use rand::Rng;
 
@@ -311,9 +312,16 @@ impl SinkCtx {
                     return Err(Stopped);
                 }
                 let refs: Vec<&Record> = seg.iter().map(|i| &batch.records[*i]).collect();
+                // The SIEM request's client span hangs off the batch's first `deliver` span
+                // (a request serves many messages; the first one's trace carries it).
+                let parent = batch
+                    .spans
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(tracing::Span::none);
                 let result = tokio::select! {
                     _ = shutdown.cancelled() => return Err(Stopped),
-                    r = self.sink.send(&refs) => r,
+                    r = self.sink.send(&refs).instrument(parent) => r,
                 };
                 match result {
                     Ok(Outcome::Delivered) => {

@@ -292,12 +292,22 @@ fn add(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkC
             }
         }
     }
+    // A consumer span (messaging conventions) under the normalizer's publish; the SIEM
+    // requests of the batch are client spans of their own.
     let span = tracing::info_span!(
         "deliver",
         sink = %config.name,
         subject = %msg.subject,
+        trace_id = tracing::field::Empty,
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %msg.subject,
+        messaging.consumer.group.name = %names::sink_consumer(&config.name),
     );
     let _ = span.set_parent(oprelay_bus::trace::extract(msg.headers.as_ref()));
+    oprelay_service::telemetry::record_trace_id(&span);
     batch.spans.push(span);
     batch.messages.push(msg);
 }

@@ -337,8 +337,23 @@ async fn handle(
                 .map(|i| format!("seq-{}", i.stream_sequence))
                 .unwrap_or_default()
         });
-    let span = tracing::info_span!("normalize page", %account, %feed, raw_id = %raw_id);
+    // A consumer span (messaging conventions) under the fetcher's publish of the page.
+    let span = tracing::info_span!(
+        "normalize page",
+        %account,
+        %feed,
+        raw_id = %raw_id,
+        trace_id = tracing::field::Empty,
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %msg.subject,
+        messaging.consumer.group.name = names::CONSUMER_NORMALIZER,
+        messaging.message.id = %raw_id,
+    );
     let _ = span.set_parent(oprelay_bus::trace::extract(msg.headers.as_ref()));
+    oprelay_service::telemetry::record_trace_id(&span);
     async {
         let derived;
         let source = match sources.get(account.as_str()) {

@@ -14,6 +14,8 @@ use reqwest::StatusCode;
 
 use oprelay_events::Secret;
 use oprelay_service::config::{SecretSource, SinkConfig};
+use oprelay_service::telemetry;
+use tracing::Instrument;
 
 use super::{Outcome, SinkError};
 use crate::format::Record;
@@ -137,8 +139,18 @@ pub async fn send(
     } else {
         body
     };
-    let resp = req.body(body).send().await.map_err(transport)?;
+    let span = telemetry::http_client_span("POST", url);
+    let resp = req
+        .body(body)
+        .send()
+        .instrument(span.clone())
+        .await
+        .map_err(|e| {
+            telemetry::record_http_failure(&span, "transport");
+            transport(e)
+        })?;
     let status = resp.status();
+    telemetry::record_http_status(&span, status.as_u16());
     let headers = resp.headers().clone();
     let body = read_reply(resp, MAX_REPLY).await?;
     Ok((status, headers, body))
