@@ -27,6 +27,10 @@ demo:
 fmt:
     cargo fmt --all
 
+# Regenerate the JSON Schemas generated from the `events` types (docs/schemas/).
+schemas:
+    OPRELAY_UPDATE_SCHEMAS=1 cargo test --quiet -p oprelay-events --test schemas generated
+
 # Every benchmark; each prints its own figures.
 bench: bench-fetcher bench-normalizer bench-forwarder bench-cli bench-e2e
 

@@ -113,7 +113,15 @@ pub fn render_dir(dir: &Path, name: &str, custom_kinds: &[&str]) -> Vec<Value> {
             "{name}: {report}"
         );
     }
-    // YAML to JSON with the PyYAML that kubernetes-validate brings.
+    match yaml_documents(&yaml) {
+        Value::Array(objects) => objects,
+        other => panic!("rendered objects: {other}"),
+    }
+}
+
+/// YAML documents as JSON (an array of the non-empty ones), with the PyYAML that
+/// kubernetes-validate brings.
+pub fn yaml_documents(yaml: &[u8]) -> Value {
     let python = tool("python3");
     let mut child = Command::new(python)
         .args([
@@ -125,10 +133,10 @@ pub fn render_dir(dir: &Path, name: &str, custom_kinds: &[&str]) -> Vec<Value> {
         .spawn()
         .expect("python3 runs");
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(&yaml).unwrap();
+    child.stdin.take().unwrap().write_all(yaml).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "YAML → JSON");
-    serde_json::from_slice(&out.stdout).expect("rendered objects")
+    serde_json::from_slice(&out.stdout).expect("YAML documents")
 }
 
 pub fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {

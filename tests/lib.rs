@@ -454,6 +454,7 @@ poll_interval = "1s"
 
 /// One message read back from a stream.
 pub struct StoredMessage {
+    pub subject: String,
     pub headers: oprelay_bus::async_nats::HeaderMap,
     pub payload: Vec<u8>,
 }
@@ -493,6 +494,7 @@ impl Pipeline {
         for seq in first.max(1)..=last {
             if let Ok(m) = s.get_raw_message(seq).await {
                 out.push(StoredMessage {
+                    subject: m.subject.to_string(),
                     headers: m.headers.clone(),
                     payload: m.payload.to_vec(),
                 });

@@ -27,9 +27,28 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Writes `traceparent` (and `tracestate`) for `cx`; nothing when `cx` has no valid span.
+/// Writes `traceparent` (and `tracestate`) for `cx`. Without a valid span in `cx` (a process
+/// that traces nothing, such as the CLI) a fresh, unsampled trace context is written instead:
+/// every message on the bus carries `traceparent`, as the subscriber contract says, and the
+/// consumers' spans of one message still share a trace.
 pub fn inject(cx: &Context, headers: &mut HeaderMap) {
-    TraceContextPropagator::new().inject_context(cx, &mut HeaderInjector(headers));
+    use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let propagator = TraceContextPropagator::new();
+    if cx.span().span_context().is_valid() {
+        propagator.inject_context(cx, &mut HeaderInjector(headers));
+    } else {
+        let ids = RandomIdGenerator::default();
+        let fresh = SpanContext::new(
+            ids.new_trace_id(),
+            ids.new_span_id(),
+            TraceFlags::default(),
+            false,
+            TraceState::default(),
+        );
+        let cx = Context::new().with_remote_span_context(fresh);
+        propagator.inject_context(&cx, &mut HeaderInjector(headers));
+    }
 }
 
 /// Writes the trace context of the current `tracing` span.
@@ -53,6 +72,26 @@ mod tests {
     };
 
     #[test]
+    fn a_message_without_a_span_still_gets_a_trace_context() {
+        let mut headers = HeaderMap::new();
+        inject(&Context::new(), &mut headers);
+        let tp = headers
+            .get("traceparent")
+            .expect("traceparent")
+            .as_str()
+            .to_owned();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len()),
+            ("00", 32, 16),
+            "{tp}"
+        );
+        let back = extract(Some(&headers));
+        assert!(back.span().span_context().is_valid());
+    }
+
+    #[test]
     fn traceparent_round_trips_through_headers() {
         let sc = SpanContext::new(
             TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
@@ -74,10 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn no_span_no_header() {
-        let mut headers = HeaderMap::new();
-        inject(&Context::new(), &mut headers);
-        assert!(headers.get("traceparent").is_none());
+    fn a_message_without_headers_has_no_remote_parent() {
         assert!(!extract(None).span().span_context().is_valid());
     }
 }

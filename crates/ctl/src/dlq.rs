@@ -241,7 +241,10 @@ pub async fn replay(
         if l.header(header::STAGE) == "forward" {
             out = out
                 .header(header::SINK, l.header(header::SINK))
+                .header(header::SCHEMA, names::schema::record(feed.log_type()))
                 .header(header::COUNT, 1);
+        } else {
+            out = out.header(header::SCHEMA, names::schema::RAW_PAGE);
         }
         bus.publish(out).await?;
         if !keep {

@@ -151,6 +151,7 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
         let msg = Outgoing::new(subject.clone(), id, page.body)
             .header(header::ACCOUNT, &opts.account)
             .header(header::FEED, opts.feed)
+            .header(header::SCHEMA, names::schema::RAW_PAGE)
             .header(
                 header::FETCHED_AT,
                 OffsetDateTime::now_utc()

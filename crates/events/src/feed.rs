@@ -67,6 +67,20 @@ impl FromStr for Feed {
     }
 }
 
+/// The feed names as a string enum (the type serializes by hand).
+impl schemars::JsonSchema for Feed {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Feed".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": Feed::ALL.map(Feed::as_str),
+        })
+    }
+}
+
 impl Serialize for Feed {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())

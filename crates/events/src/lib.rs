@@ -10,6 +10,7 @@ pub mod names;
 mod onepassword;
 mod open_enum;
 mod record;
+pub mod schemas;
 mod secret;
 mod status;
 mod timestamp;

@@ -106,6 +106,40 @@ pub mod header {
     pub const ERROR: &str = "Oprelay-Error";
     /// Dead letters from the forwarder: the sink that rejected the record.
     pub const SINK: &str = "Oprelay-Sink";
+    /// Every message: the JSON Schema its body follows, with its major version (a name of
+    /// [`super::schema`]; the file is `docs/schemas/{name}.json`).
+    pub const SCHEMA: &str = "Oprelay-Schema";
+}
+
+/// The names of the JSON Schemas in `docs/schemas/`, as the `Oprelay-Schema` header carries
+/// them. The last part is the major version: a change a subscriber could trip over is a new
+/// name, never an edit of a published one.
+pub mod schema {
+    use crate::LogType;
+
+    /// `op.raw.…`: a page of the Events API as received (or a part of one).
+    pub const RAW_PAGE: &str = "oprelay.raw-page.v1";
+    /// `op.events.…`: normalized records, one per line.
+    pub const SIGN_IN_ATTEMPT: &str = "onepassword.signinattempt.v1";
+    pub const ITEM_USAGE: &str = "onepassword.itemusage.v1";
+    pub const AUDIT_EVENT: &str = "onepassword.auditevent.v1";
+    /// `op.dlq.…`: what a stage could not process, as it was; the headers say why.
+    pub const DEAD_LETTER: &str = "oprelay.dead-letter.v1";
+    /// `op.alarms.…`.
+    pub const ALARM: &str = "oprelay.alarm.v1";
+    /// `OP_STATUS` values.
+    pub const FEED_STATUS: &str = "oprelay.feed-status.v1";
+    /// `OP_LOOKUPS` values.
+    pub const LOOKUP_ROW: &str = "oprelay.lookup-row.v1";
+
+    /// The record schema of a log type.
+    pub fn record(log_type: LogType) -> &'static str {
+        match log_type {
+            LogType::SignInAttempt => SIGN_IN_ATTEMPT,
+            LogType::ItemUsage => ITEM_USAGE,
+            LogType::AuditEvent => AUDIT_EVENT,
+        }
+    }
 }
 
 #[cfg(test)]

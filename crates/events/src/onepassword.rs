@@ -5,6 +5,7 @@
 //! the envelope's is a [`Field`]: the API leaves many out, sends some as `null`, and sanitized
 //! fixtures omit even `uuid`s.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -203,11 +204,15 @@ pub struct AuditEvent {
 ///
 /// Generic over the item type so the fetcher can read `cursor` and `has_more` with
 /// `Page<&RawValue>` without building the events, and publish the body it received untouched.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct Page<T> {
+    /// Where the next request continues.
     pub cursor: String,
+    /// Whether more events are waiting after this page.
     pub has_more: bool,
-    #[serde(default = "Vec::new")]
+    /// The events, each exactly as the API sent it.
+    #[serde(default)]
     pub items: Vec<T>,
 }
 

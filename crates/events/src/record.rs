@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -88,7 +89,9 @@ impl<'de> Deserialize<'de> for Record {
 }
 
 /// What a lookup row names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LookupKind {
     Item,
@@ -122,7 +125,9 @@ impl fmt::Display for LookupKind {
 }
 
 /// Where a lookup row came from. An imported row always wins over an observed one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LookupSource {
     /// Imported by an operator (`oprelay lookups import`).
@@ -132,8 +137,10 @@ pub enum LookupSource {
 }
 
 /// A row of `OP_LOOKUPS`, key `{kind}.{uuid}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Lookup row", extend("$id" = "urn:oprelay:oprelay.lookup-row.v1"))]
 pub struct LookupRow {
+    /// The 1Password UUID the row names.
     pub uuid: String,
     pub kind: LookupKind,
     /// The display name whatever the kind: an item's title, a vault's, group's or user's name.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -34,15 +35,22 @@ pub struct Lease {
 }
 
 /// `OP_STATUS` value under `fetch.{account}.{feed}`: the fetcher's last poll.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Feed status", extend("$id" = "urn:oprelay:oprelay.feed-status.v1"))]
 pub struct FeedStatus {
+    /// When the fetcher last asked the Events API for this feed.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_poll_at: Option<OffsetDateTime>,
+    /// When a request for this feed last succeeded, empty pages included.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_success_at: Option<OffsetDateTime>,
     /// When the fetcher last received a non-empty page (arrival, not event time).
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_event_at: Option<OffsetDateTime>,
+    /// The last failure, in words; `null` once a request succeeds.
     #[serde(default)]
     pub last_error: Option<String>,
     /// What kind of error `last_error` is, for rules that act on it (healthwatch's token alarm)
@@ -50,15 +58,19 @@ pub struct FeedStatus {
     /// `feed_not_permitted`, `rate_limited`, `server_error`, `transport`, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<String>,
+    /// Failed requests in a row (0 after a success).
     #[serde(default)]
     pub consecutive_failures: u32,
     /// The token's `exp` claim, when it has one.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub token_expires_at: Option<OffsetDateTime>,
 }
 
 /// The conditions healthwatch watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlarmKind {
     /// No event arrived for `dropoff_after`.
@@ -90,7 +102,7 @@ impl fmt::Display for AlarmKind {
 }
 
 /// CloudWatch's three states, which Panther's drop-off alarm also reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AlarmState {
     Ok,
@@ -99,19 +111,26 @@ pub enum AlarmState {
 }
 
 /// One alarm state change, published to `op.alarms.{account}.{feed}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "Alarm", extend("$id" = "urn:oprelay:oprelay.alarm.v1"))]
 pub struct Alarm {
     /// Stable for one episode: the same id on entering ALARM and on resolving.
     pub id: String,
     pub kind: AlarmKind,
     pub state: AlarmState,
+    /// The account, or `pipeline.sink-{name}` / `pipeline.dlq` for the pipeline's own alarms.
     pub account: String,
+    /// The feed; `null` for account-wide and pipeline alarms.
     pub feed: Option<Feed>,
     /// When the alarm entered this state.
     #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
     pub since: OffsetDateTime,
+    /// The newest event seen on the feed, when there was one.
     #[serde(default, with = "time::serde::rfc3339::option")]
+    #[schemars(with = "Option<String>", extend("format" = "date-time"))]
     pub last_event_at: Option<OffsetDateTime>,
+    /// What happened, in words.
     pub message: String,
     /// What to check first.
     pub runbook: String,

@@ -288,6 +288,7 @@ impl Poller {
                     )
                     .header(header::ACCOUNT, &self.account.name)
                     .header(header::FEED, self.feed)
+                    .header(header::SCHEMA, names::schema::RAW_PAGE)
                     .header(
                         header::FETCHED_AT,
                         fetched_at.format(&Rfc3339).unwrap_or_default(),
@@ -413,6 +414,7 @@ impl Poller {
         .header(header::ERROR, reason)
         .header(header::ACCOUNT, &self.account.name)
         .header(header::FEED, self.feed)
+        .header(header::SCHEMA, names::schema::DEAD_LETTER)
     }
 
     async fn fetch(

@@ -168,7 +168,8 @@ impl SinkCtx {
             .header(header::ERROR, why.replace(['\r', '\n'], " "))
             .header(header::ACCOUNT, account)
             .header(header::FEED, feed)
-            .header(header::SINK, &self.name);
+            .header(header::SINK, &self.name)
+            .header(header::SCHEMA, names::schema::DEAD_LETTER);
             match self.bus.publish(msg).await {
                 Ok(_) => {
                     return Ok(());

@@ -288,7 +288,8 @@ async fn save(
             ),
             body,
         )
-        .header(header::ACCOUNT, &record.alarm.account);
+        .header(header::ACCOUNT, &record.alarm.account)
+        .header(header::SCHEMA, names::schema::ALARM);
         if let Some(f) = record.alarm.feed {
             msg = msg.header(header::FEED, f);
         }

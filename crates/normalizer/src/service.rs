@@ -413,6 +413,7 @@ async fn publish(
             )
             .header(header::ACCOUNT, account)
             .header(header::FEED, feed)
+            .header(header::SCHEMA, names::schema::record(feed.log_type()))
             .header(header::COUNT, part.records);
             let newest = page.event_times[part.first..part.first + part.records]
                 .iter()
@@ -445,7 +446,8 @@ async fn publish(
             .header(header::STAGE, "normalize")
             .header(header::ERROR, reason)
             .header(header::ACCOUNT, account)
-            .header(header::FEED, feed);
+            .header(header::FEED, feed)
+            .header(header::SCHEMA, names::schema::DEAD_LETTER);
             bus.publish(out).await?;
         }
     }
@@ -461,7 +463,8 @@ async fn publish(
         .header(header::STAGE, "normalize")
         .header(header::ERROR, reason.replace(['\r', '\n'], " "))
         .header(header::ACCOUNT, account)
-        .header(header::FEED, feed);
+        .header(header::FEED, feed)
+        .header(header::SCHEMA, names::schema::DEAD_LETTER);
         bus.publish(out).await?;
     }
     Ok(())
