@@ -142,6 +142,11 @@ async fn main() {
         "end to end: {total} events ({accounts} accounts × 3 feeds × {per_feed}), opsim without rate limits → file sink; \
          NATS: {nats_nodes} node(s), authorization and TLS on"
     );
+    // The simulator serves bytes rendered before the clock starts, so the figures below are
+    // oprelay's and not opsim generating events; its CPU from here on is counted apart.
+    p.sim.prerender_backfill();
+    let offline = offline_normalize(&p, per_feed);
+    let bench_cpu_at_start = cpu_seconds(std::process::id());
     // Consumers first, so the clock starts when the fetcher does.
     for s in &SERVICES[1..] {
         p.start_service(s).await;
@@ -249,6 +254,69 @@ async fn main() {
         "{:<28} {:>14} {:>14.3}",
         "opsim (and this benchmark)",
         "",
-        per_100k(cpu_seconds(std::process::id()))
+        per_100k(cpu_seconds(std::process::id()) - bench_cpu_at_start)
     );
+    // The yardsticks: the same events through `oprelay normalize`, in this run.
+    let service_cpu = |name: &str| p.pid(name).map(cpu_seconds).unwrap_or(0.0);
+    let offline_100k = offline.0 * 100_000.0 / offline.1 as f64;
+    println!(
+        "{:<28} {:>10.1} MiB {:>14.3}  ({} events, offline)",
+        "oprelay normalize",
+        offline.2 as f64 / 1024.0,
+        offline_100k,
+        offline.1
+    );
+    let pipeline: f64 = SERVICES[..3].iter().map(|s| service_cpu(s)).sum::<f64>() + nats_cpu;
+    println!(
+        "normalizer service / offline:  {:.2}×;  fetcher + normalizer + forwarder + nats-server / offline:  {:.2}×",
+        per_100k(service_cpu("oprelay-normalizer")) / offline_100k,
+        per_100k(pipeline) / offline_100k
+    );
+}
+
+/// `oprelay normalize` on one account's events (the same the pipeline fetches): CPU seconds,
+/// events, and peak RSS in KiB, read from `/proc` once its output is done and before it is
+/// reaped.
+fn offline_normalize(p: &Pipeline, per_feed: u64) -> (f64, u64, u64) {
+    use std::io::{Read, Write};
+    let file = p.path("offline.ndjson");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("offline input"));
+    let mut events = 0u64;
+    for feed in oprelay_events::Feed::ALL {
+        for e in p.events(feed) {
+            writeln!(out, "{e}").expect("write");
+            events += 1;
+        }
+    }
+    out.flush().expect("flush");
+    drop(out);
+    assert_eq!(events, 3 * per_feed);
+    let mut child = std::process::Command::new(oprelay_testkit::binary("oprelay"))
+        .args(["normalize", "--account", "acme"])
+        .arg(&file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("oprelay normalize runs");
+    let mut sink = [0u8; 1 << 16];
+    let mut stdout = child.stdout.take().expect("stdout");
+    let pid = child.id();
+    let mut rss = 0;
+    while stdout.read(&mut sink).map(|n| n > 0).unwrap_or(false) {
+        rss = rss.max(peak_rss_kib(pid).unwrap_or(0));
+    }
+    // Output closed: wait for the exit, but read /proc while the process is a zombie.
+    let stat = format!("/proc/{pid}/stat");
+    while std::fs::read_to_string(&stat)
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let cpu = cpu_seconds(pid);
+    let _ = child.wait();
+    (cpu, events, rss)
 }

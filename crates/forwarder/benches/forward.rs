@@ -79,7 +79,7 @@ async fn run(
 ) {
     let (nats, bus, dir) = (env.nats, env.bus, env.dir);
     let config = dir.join(format!("{label}.toml"));
-    std::fs::write(&config, format!("[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
+    std::fs::write(&config, format!("[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n{sink}", nats.url())).unwrap();
     let started = Instant::now();
     let mut child = Command::new(binary("oprelay-forwarder"))
         .arg("--config")

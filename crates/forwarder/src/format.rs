@@ -72,6 +72,50 @@ pub fn original(line: &[u8]) -> Option<Vec<u8>> {
         .then(|| b"{}".to_vec())
 }
 
+/// What every sink needs of a normalized record besides its body.
+struct RecordMeta {
+    row_id: String,
+    event_time: OffsetDateTime,
+    parse_time: Option<OffsetDateTime>,
+}
+
+impl RecordMeta {
+    fn from(meta: Meta<'_>) -> Result<RecordMeta, String> {
+        let event_time = parse_panther_time(meta.p_event_time).ok_or_else(|| {
+            format!(
+                "p_event_time `{}` is not Panther's format",
+                meta.p_event_time
+            )
+        })?;
+        Ok(RecordMeta {
+            row_id: meta.p_row_id.to_owned(),
+            event_time,
+            parse_time: meta.p_parse_time.and_then(parse_panther_time),
+        })
+    }
+}
+
+/// The `p_*` fields of a normalized record. The normalizer writes them last, starting with
+/// `p_log_type`, so they are read from that tail alone: the original event before it (most of
+/// the record) is not tokenized again for every sink. A key of that name nested inside the
+/// event comes earlier, and one inside a string has its quotes escaped, so the last match is
+/// the normalizer's. A record without the mark (another writer) is read whole.
+fn meta(line: &[u8]) -> Result<RecordMeta, String> {
+    const MARK: &[u8] = b",\"p_log_type\":";
+    if let Some(pos) = line.windows(MARK.len()).rposition(|w| w == MARK) {
+        // `"p_log_type":…}` ends the record: with a `{` before it, an object of its own.
+        let mut tail = Vec::with_capacity(line.len() - pos);
+        tail.push(b'{');
+        tail.extend_from_slice(&line[pos + 1..]);
+        if let Ok(m) = serde_json::from_slice::<Meta>(&tail) {
+            return RecordMeta::from(m);
+        }
+    }
+    let m: Meta =
+        serde_json::from_slice(line).map_err(|e| format!("not a normalized record: {e}"))?;
+    RecordMeta::from(m)
+}
+
 /// Renders one NDJSON line of an `OP_EVENTS` batch for a sink.
 pub fn render(
     line: &[u8],
@@ -79,30 +123,23 @@ pub fn render(
     account: &str,
     feed: Feed,
 ) -> Result<Record, String> {
-    let meta: Meta =
-        serde_json::from_slice(line).map_err(|e| format!("not a normalized record: {e}"))?;
-    let event_time = parse_panther_time(meta.p_event_time).ok_or_else(|| {
-        format!(
-            "p_event_time `{}` is not Panther's format",
-            meta.p_event_time
-        )
-    })?;
+    let meta = meta(line)?;
     let body = match format {
         OutputFormat::Panther => line.to_vec(),
         OutputFormat::Raw => original(line).ok_or("the record has no p_log_type")?,
         OutputFormat::Ecs => {
             let v: Map<String, Value> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-            serde_json::to_vec(&ecs(v, feed, event_time)).map_err(|e| e.to_string())?
+            serde_json::to_vec(&ecs(v, feed, meta.event_time)).map_err(|e| e.to_string())?
         }
     };
     Ok(Record {
         body,
-        row_id: meta.p_row_id.to_owned(),
+        row_id: meta.row_id,
         log_type: feed.log_type(),
-        event_time,
+        event_time: meta.event_time,
         account: account.to_owned(),
         feed,
-        parse_time: meta.p_parse_time.and_then(parse_panther_time),
+        parse_time: meta.parse_time,
         source: bytes::Bytes::new(),
     })
 }
@@ -296,6 +333,25 @@ pub fn ecs(mut rec: Map<String, Value>, feed: Feed, event_time: OffsetDateTime) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_p_fields_read_from_the_tail_are_the_ones_a_whole_parse_reads() {
+        // LINE nests a decoy `p_log_type` inside the event; a record of another writer has
+        // its p_ fields first; a damaged tail falls back to the whole record.
+        let other_writer =
+            r#"{"p_row_id":"r2","p_event_time":"2026-03-01 12:00:00.000000000","uuid":"E2"}"#;
+        let damaged = r#"{"uuid":"E3","p_event_time":"2026-03-01 12:00:00.000000000","x":1,"p_log_type":"OnePassword.ItemUsage","p_row_id":"r3"}"#;
+        for line in [LINE, other_writer, damaged] {
+            let fast = meta(line.as_bytes()).unwrap();
+            let whole: Meta = serde_json::from_str(line).unwrap();
+            let whole = RecordMeta::from(whole).unwrap();
+            assert_eq!(fast.row_id, whole.row_id, "{line}");
+            assert_eq!(fast.event_time, whole.event_time, "{line}");
+            assert_eq!(fast.parse_time, whole.parse_time, "{line}");
+        }
+        assert_eq!(meta(LINE.as_bytes()).unwrap().row_id, "abc");
+        assert!(meta(b"{\"uuid\":\"E4\"}").is_err());
+    }
 
     const LINE: &str = r#"{"uuid":"E1","timestamp":"2026-03-01T12:00:00Z","nested":{"p_log_type":"tricky"},"p_log_type":"OnePassword.ItemUsage","p_row_id":"abc","p_event_time":"2026-03-01 12:00:00.250000000","p_parse_time":"2026-03-01 12:00:01.000000000","p_source_id":"s","p_source_label":"L"}"#;
 

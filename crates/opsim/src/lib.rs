@@ -117,6 +117,9 @@ struct Inner {
     faults: faults::FaultPlan,
     rng: StdRng,
     log: std::collections::VecDeque<RequestRecord>,
+    /// The backfill's events already serialized (v2), per feed in `Feed::ALL` order, when
+    /// [`Sim::prerender_backfill`] was called: pages are then assembled from bytes.
+    rendered: Option<Arc<[Vec<Box<str>>; 3]>>,
 }
 
 /// A simulator: cheap to clone, shared by the HTTP server and the test that drives it.
@@ -149,9 +152,41 @@ impl Sim {
                 faults,
                 rng: StdRng::seed_from_u64(config.seed ^ 0x5EED),
                 log: Default::default(),
+                rendered: None,
                 config,
             })),
         }
+    }
+
+    /// Serializes every backfill event of every feed now, so serving a page is copying bytes:
+    /// a benchmark calls it before its clock starts and measures the pipeline, not the
+    /// simulator generating events. Pages are byte for byte what they would be otherwise.
+    pub fn prerender_backfill(&self) {
+        let (timeline, directory, backfill) = {
+            let inner = self.lock();
+            (
+                inner.timeline.clone(),
+                inner.directory.clone(),
+                inner.config.backfill,
+            )
+        };
+        let rendered = Feed::ALL.map(|feed| {
+            (0..backfill)
+                .map(|i| {
+                    generate::event(&directory, self.seed, feed, i, timeline.arrival(i))
+                        .to_string()
+                        .into_boxed_str()
+                })
+                .collect::<Vec<_>>()
+        });
+        self.lock().rendered = Some(Arc::new(rendered));
+    }
+
+    /// Pre-rendered events `from..to` of `feed`, when all of them are.
+    fn rendered(&self, feed: Feed, from: u64, to: u64) -> Option<Arc<[Vec<Box<str>>; 3]>> {
+        let rendered = self.lock().rendered.clone()?;
+        let slot = Feed::ALL.iter().position(|f| *f == feed)?;
+        (to as usize <= rendered[slot].len() && from <= to).then_some(rendered)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -290,6 +290,37 @@ impl Sim {
         drop(inner);
         let from = cursor.position.min(available);
         let to = (from + u64::from(cursor.limit)).min(available);
+        let next = CursorState {
+            position: to,
+            ..cursor.clone()
+        };
+        if let (true, None, Some(rendered)) = (v2, &fault, self.rendered(feed, from, to)) {
+            // Pre-rendered (benchmarks): the same bytes, assembled instead of generated.
+            let slot = Feed::ALL.iter().position(|f| *f == feed).unwrap_or(0);
+            let items = &rendered[slot][from as usize..to as usize];
+            let mut body =
+                String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 200);
+            body.push_str("{\"cursor\":");
+            body.push_str(&Value::String(next.encode()).to_string());
+            body.push_str(if to < available {
+                ",\"has_more\":true,\"items\":["
+            } else {
+                ",\"has_more\":false,\"items\":["
+            });
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(item);
+            }
+            body.push_str("]}");
+            let reply = Reply::Json {
+                status: StatusCode::OK,
+                body: body.into_bytes(),
+                retry_after: None,
+            };
+            return (reply, delay);
+        }
         let items: Vec<Value> = (from..to)
             .map(|i| {
                 let arrival = timeline.arrival(i);
@@ -304,10 +335,6 @@ impl Sim {
         if let (Some(FaultKind::Oversized { bytes }), Some(first)) = (&fault, items.first_mut()) {
             first["padding"] = Value::String("p".repeat(*bytes));
         }
-        let next = CursorState {
-            position: to,
-            ..cursor
-        };
         let body = json!({"cursor": next.encode(), "has_more": to < available, "items": items});
         let body = body.to_string().into_bytes();
         let reply = if matches!(fault, Some(FaultKind::Truncate)) {
