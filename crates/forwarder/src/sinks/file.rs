@@ -45,19 +45,19 @@ impl FileSink {
     }
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
-        let lines: Vec<Vec<u8>> = records
-            .iter()
-            .map(|r| {
-                let mut l = Vec::with_capacity(r.body.len() + 1);
-                l.extend_from_slice(&r.body);
-                l.push(b'\n');
-                l
-            })
-            .collect();
+        // The batch as the bytes the file gets, and where each line ends (for rotation): one
+        // buffer, no allocation per record.
+        let mut data = Vec::with_capacity(records.iter().map(|r| r.body.len() + 1).sum());
+        let mut ends = Vec::with_capacity(records.len());
+        for r in records {
+            data.extend_from_slice(&r.body);
+            data.push(b'\n');
+            ends.push(data.len());
+        }
         let mut guard = self.file.clone().lock_owned().await;
         let path = self.path.clone();
         let max = self.max_bytes;
-        tokio::task::spawn_blocking(move || write_synced(&mut guard, &path, max, &lines))
+        tokio::task::spawn_blocking(move || write_synced(&mut guard, &path, max, &data, &ends))
             .await
             .map_err(|e| SinkError::transient(format!("file writer task failed: {e}")))?
             .map_err(|e| {
@@ -74,13 +74,15 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Appends the lines, rotating whenever the next line would take the file past `max`, and
-/// syncs before returning: a batch is delivered only once it is on disk.
+/// Appends the lines (`data`, each ending at an offset of `ends`), rotating whenever the next
+/// line would take the file past `max`, and syncs before returning: a batch is delivered only
+/// once it is on disk.
 fn write_synced(
     slot: &mut Option<File>,
     path: &PathBuf,
     max: Option<u64>,
-    lines: &[Vec<u8>],
+    data: &[u8],
+    ends: &[usize],
 ) -> std::io::Result<()> {
     let result = (|| {
         let mut file = match slot.take() {
@@ -88,11 +90,12 @@ fn write_synced(
             None => open(path)?,
         };
         let mut len = file.metadata()?.len();
-        let mut buf = Vec::new();
-        for line in lines {
-            if max.is_some_and(|m| len > 0 && len + line.len() as u64 > m) {
-                file.write_all(&buf)?;
-                buf.clear();
+        let (mut start, mut unwritten) = (0, 0);
+        for &end in ends {
+            let line = (end - start) as u64;
+            if max.is_some_and(|m| len > 0 && len + line > m) {
+                file.write_all(&data[unwritten..start])?;
+                unwritten = start;
                 file.sync_all()?;
                 // The full file keeps a timestamped name; a fresh one takes its place.
                 let stamp = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
@@ -102,10 +105,10 @@ fn write_synced(
                 file = open(path)?;
                 len = 0;
             }
-            buf.extend_from_slice(line);
-            len += line.len() as u64;
+            len += line;
+            start = end;
         }
-        file.write_all(&buf)?;
+        file.write_all(&data[unwritten..])?;
         file.sync_data()?;
         Ok(file)
     })();
