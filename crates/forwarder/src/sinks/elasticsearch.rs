@@ -137,24 +137,29 @@ impl Elasticsearch {
         Ok(h)
     }
 
+    /// One request that is not `_bulk` (an index template, the cluster's root): its small
+    /// reply, judged by HTTP status as every sink's requests are.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<bytes::Bytes, SinkError> {
+        let resp = request.send().await.map_err(transport)?;
+        let status = resp.status();
+        let reply_headers = resp.headers().clone();
+        let reply = read_reply(resp, 64 * 1024).await?;
+        classify(status, &reply_headers, &reply)?;
+        Ok(reply)
+    }
+
     /// `PUT _index_template/oprelay-{sink}` (create or replace: a new oprelay release brings
     /// its mappings along). New indices get the mappings; existing ones keep theirs until they
     /// roll over (the daily index names do that by themselves).
     async fn install_template(&self, name: &str, body: &Value) -> Result<(), SinkError> {
         let mut headers = self.headers()?;
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        let resp = self
+        let request = self
             .client
             .put(format!("{}/_index_template/{name}", self.root))
             .headers(headers)
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status();
-        let reply_headers = resp.headers().clone();
-        let reply = read_reply(resp, 64 * 1024).await?;
-        classify(status, &reply_headers, &reply).map_err(|e| match e.kind {
+            .body(body.to_string());
+        self.call(request).await.map_err(|e| match e.kind {
             // Not about any record: a refused template waits for an operator.
             ErrorKind::Rejected => SinkError::needs_operator(format!(
                 "Elasticsearch refused the index template {name}: {}",
@@ -169,17 +174,11 @@ impl Elasticsearch {
     /// `oprelay config check --online`: the cluster answers at the endpoint and accepts the
     /// credentials (`GET /`, which any role that may write can read).
     pub async fn healthcheck(&self) -> Result<String, SinkError> {
-        let resp = self
+        let request = self
             .client
             .get(format!("{}/", self.root))
-            .headers(self.headers()?)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status();
-        let reply_headers = resp.headers().clone();
-        let reply = read_reply(resp, 64 * 1024).await?;
-        classify(status, &reply_headers, &reply)?;
+            .headers(self.headers()?);
+        let reply = self.call(request).await?;
         let info: Value = serde_json::from_slice(&reply).unwrap_or_default();
         Ok(format!(
             "cluster {} answered, version {}",
