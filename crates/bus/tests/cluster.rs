@@ -134,16 +134,20 @@ async fn provisioning_moves_one_replica_to_three_and_cas_survives_a_leader_kill(
     assert!(r3 > r2);
     // A KV read may be answered by a follower (direct get), which can trail the leader for a
     // moment after an election: the write is there once every replica has applied it.
-    let now = eventually(Duration::from_secs(30), "the new value on every replica", || {
-        let kv = kv.clone();
-        async move {
-            kv.get::<String>("acme.item_usages")
-                .await
-                .ok()
-                .flatten()
-                .filter(|v| v.revision == r3)
-        }
-    })
+    let now = eventually(
+        Duration::from_secs(30),
+        "the new value on every replica",
+        || {
+            let kv = kv.clone();
+            async move {
+                kv.get::<String>("acme.item_usages")
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|v| v.revision == r3)
+            }
+        },
+    )
     .await;
     assert_eq!((now.value.as_str(), now.revision), ("c3", r3));
 }
