@@ -286,7 +286,8 @@ pub fn binary(name: &str) -> PathBuf {
     if !path.is_file() {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--quiet", "--bin", name]);
+        // Any package of the workspace: the test may live in another crate than the binary.
+        cmd.args(["build", "--quiet", "--workspace", "--bin", name]);
         if release {
             cmd.arg("--release");
         }

@@ -64,6 +64,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // With two rustls crypto providers linked, none is the default: choose async-nats's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut options = async_nats::ConnectOptions::new()
         .name("oprelay-subscriber-example")
         // The subscriber user may only use inboxes under its own prefix.
