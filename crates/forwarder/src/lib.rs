@@ -153,11 +153,6 @@ async fn worker(
         source: e,
     };
     let in_flight = Arc::new(Semaphore::new(config.batch.in_flight));
-    // A pull brings about one delivery's worth of bytes: what is pulled is held (and copied
-    // into the sink's format) until the delivery ends, so a pull of 16 full messages per
-    // delivery slot was most of the forwarder's memory. Never less than one whole message:
-    // the server answers a pull that cannot hold its next message with nothing.
-    let pull_bytes = (config.batch.max_bytes.0 as usize).max(ctx.bus.max_body()) + 64 * 1024;
     let mut deliveries = JoinSet::new();
     let mut last_pending_check = tokio::time::Instant::now() - Duration::from_secs(60);
     // Pull only when a delivery slot is free: messages never wait client-side, unacknowledged
@@ -192,7 +187,6 @@ async fn worker(
         let pull = consumer
             .batch()
             .max_messages(PULL_MESSAGES)
-            .max_bytes(pull_bytes)
             .expires(expires)
             .messages()
             .await;
