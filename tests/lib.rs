@@ -372,15 +372,20 @@ poll_interval = "1s"
         }
     }
 
-    /// One sample's value from a service's `/metrics` (summed over its label sets).
-    pub async fn metric(&self, name: &str, metric: &str) -> f64 {
+    /// A service's `/metrics` text; `None` while it does not answer.
+    pub async fn scrape(&self, name: &str) -> Option<String> {
         let admin = self.admin(name).expect("service running");
-        let text = reqwest::get(format!("http://{admin}/metrics"))
+        reqwest::get(format!("http://{admin}/metrics"))
             .await
-            .expect("metrics answer")
+            .ok()?
             .text()
             .await
-            .unwrap_or_default();
+            .ok()
+    }
+
+    /// One sample's value from a service's `/metrics` (summed over its label sets).
+    pub async fn metric(&self, name: &str, metric: &str) -> f64 {
+        let text = self.scrape(name).await.expect("metrics answer");
         text.lines()
             .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

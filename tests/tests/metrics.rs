@@ -9,13 +9,7 @@ use oprelay_e2e::{Pipeline, Spec};
 use oprelay_testkit::eventually;
 
 async fn samples(p: &Pipeline, metric: &str) -> Vec<(String, f64)> {
-    let admin = p.admin("oprelay-fetcher").unwrap();
-    let text = reqwest::get(format!("http://{admin}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = p.scrape("oprelay-fetcher").await.expect("metrics answer");
     text.lines()
         .filter(|l| l.starts_with(&format!("{metric}{{")))
         .filter_map(|l| {

@@ -331,17 +331,6 @@ async fn every_rule_and_panel_names_metrics_and_labels_the_services_export() {
     for s in SERVICES {
         p.start_service(s).await;
     }
-    let scrape = |name: &'static str| {
-        let admin = p.admin(name).unwrap();
-        async move {
-            reqwest::get(format!("http://{admin}/metrics"))
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()
-        }
-    };
     // Until every stage has done its work once: polled, normalized, delivered, dead-lettered,
     // failed once, and judged the alarms.
     let wanted = [
@@ -360,7 +349,7 @@ async fn every_rule_and_panel_names_metrics_and_labels_the_services_export() {
         || async {
             let mut texts = HashMap::new();
             for s in SERVICES {
-                texts.insert(s, scrape(s).await?);
+                texts.insert(s, p.scrape(s).await?);
             }
             wanted
                 .iter()

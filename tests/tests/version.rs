@@ -54,13 +54,7 @@ async fn every_binary_and_service_names_its_version_and_revision() {
     })
     .await;
     for service in SERVICES {
-        let admin = p.admin(service).unwrap();
-        let text = reqwest::get(format!("http://{admin}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = p.scrape(service).await.expect("metrics answer");
         let line = text
             .lines()
             .find(|l| l.starts_with("oprelay_build_info{"))
