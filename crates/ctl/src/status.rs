@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use oprelay_bus::async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use oprelay_bus::{header_value, Bus, JsonKv};
 use oprelay_events::names::{self, header};
-use oprelay_events::{Alarm, AlarmState, CursorState, FeedStatus};
+use oprelay_events::{AccountName, Alarm, AlarmState, CursorState, Feed, FeedStatus};
 use serde::Serialize;
 
 use crate::output::{json, table, Output};
@@ -112,27 +112,32 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
     let status = JsonKv::open(bus, names::BUCKET_STATUS).await?;
     let health = JsonKv::open(bus, names::BUCKET_HEALTH).await?;
 
-    let mut feed_keys: BTreeSet<String> = keys(&cursors).await.into_iter().collect();
+    let mut feed_keys: BTreeSet<(AccountName, Feed)> = keys(&cursors)
+        .await
+        .iter()
+        .filter_map(|k| names::parse_feed_key(k))
+        .collect();
     for k in keys(&status).await {
-        if let Some(rest) = k.strip_prefix("fetch.") {
-            feed_keys.insert(rest.to_owned());
+        if let Some(feed) = names::parse_fetch_status_key(&k) {
+            feed_keys.insert(feed);
         }
     }
     let mut feeds = Vec::new();
-    for feed in feed_keys {
+    for (account, feed) in feed_keys {
         let c = cursors
-            .get::<CursorState>(&feed)
+            .get::<CursorState>(&names::feed_key(&account, feed))
             .await
             .ok()
             .flatten()
             .map(|v| v.value);
         let s = status
-            .get::<FeedStatus>(&format!("fetch.{feed}"))
+            .get::<FeedStatus>(&names::fetch_status_key(&account, feed))
             .await
             .ok()
             .flatten()
             .map(|v| v.value);
-        let events_last_hour = events_last_hour(bus, &format!("op.events.{feed}"), now).await;
+        let subject = names::events_subject(&account, feed);
+        let events_last_hour = events_last_hour(bus, &subject, now).await;
         feeds.push(FeedReport {
             cursor_updated_at: c.map(|c| c.updated_at),
             last_poll_at: s.as_ref().and_then(|s| s.last_poll_at),
@@ -140,7 +145,7 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
             events_last_hour,
             consecutive_failures: s.as_ref().map(|s| s.consecutive_failures),
             last_error: s.and_then(|s| s.last_error),
-            feed,
+            feed: names::feed_key(&account, feed),
         });
     }
 
@@ -149,7 +154,7 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
         let mut consumer_names = stream.consumer_names();
         let mut consumers = Vec::new();
         while let Some(Ok(n)) = consumer_names.next().await {
-            if n.starts_with("sink-") {
+            if names::parse_sink_consumer(&n).is_some() {
                 consumers.push(n);
             }
         }
@@ -157,7 +162,7 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
         for n in consumers {
             if let Ok(info) = stream.clone().consumer_info(&n).await {
                 sinks.push(SinkReport {
-                    sink: n.trim_start_matches("sink-").to_owned(),
+                    sink: names::parse_sink_consumer(&n).unwrap_or(&n).to_owned(),
                     backlog: info.num_pending + info.num_ack_pending as u64,
                     delivered_through: info.ack_floor.stream_sequence,
                 });
@@ -239,10 +244,7 @@ pub fn text(r: &Report) -> String {
         out.push_str(&table(
             ["SCOPE", "KIND", "SINCE", "MESSAGE"],
             r.open_alarms.iter().map(|a| {
-                let scope = match a.feed {
-                    Some(f) => format!("{}.{f}", a.account),
-                    None => a.account.clone(),
-                };
+                let scope = a.scope().map_or_else(|| a.account.clone(), |s| s.tokens());
                 [
                     scope,
                     a.kind.to_string(),

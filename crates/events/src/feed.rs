@@ -153,7 +153,7 @@ impl<'de> Deserialize<'de> for LogType {
 pub struct AccountName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("account name `{0}` is not 1–32 characters of a-z, 0-9, `_` or `-` (it is used in NATS subjects)")]
+#[error("account name `{0}` is not 1–32 characters of a-z, 0-9, `_` or `-` (it is used in NATS subjects), nor `pipeline` (kept for the pipeline's own alarms)")]
 pub struct InvalidAccountName(pub String);
 
 impl AccountName {
@@ -161,7 +161,8 @@ impl AccountName {
         let ok = (1..=32).contains(&name.len())
             && name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+            && name != crate::alarm::PIPELINE;
         if ok {
             Ok(AccountName(name.to_owned()))
         } else {

@@ -4,6 +4,7 @@
 //! Pure data: serde and time, no I/O, so every service, the CLI and the simulator agree on one
 //! definition of each shape.
 
+mod alarm;
 mod feed;
 mod field;
 pub mod names;
@@ -16,6 +17,7 @@ mod status;
 mod timestamp;
 mod uuid_text;
 
+pub use alarm::{Alarm, AlarmKind, AlarmScope, AlarmState, PIPELINE};
 pub use feed::{AccountName, Feed, InvalidAccountName, LogType, UnknownFeed};
 pub use field::Field;
 pub use onepassword::{
@@ -30,6 +32,6 @@ pub use record::{
     ENRICHMENT_TABLE,
 };
 pub use secret::Secret;
-pub use status::{Alarm, AlarmKind, AlarmState, CursorState, FeedStatus, Lease};
+pub use status::{CursorState, FeedStatus, FetchErrorKind, Lease};
 pub use timestamp::{format_panther, format_rfc3339_nanos, Timestamp, TimestampError};
 pub use uuid_text::uuid_text;

@@ -1,6 +1,7 @@
 //! Every stream, bucket, subject, key, consumer and header name of `docs/architecture.md`, in
 //! one place, so a producer and its consumers cannot drift apart.
 
+use crate::alarm::{AlarmKind, AlarmScope};
 use crate::feed::{AccountName, Feed};
 
 pub const STREAM_RAW: &str = "OP_RAW";
@@ -32,11 +33,25 @@ pub fn sink_consumer(sink: &str) -> String {
     format!("sink-{sink}")
 }
 
+/// The sink a consumer name of [`sink_consumer`] belongs to; `None` for other consumers.
+pub fn parse_sink_consumer(consumer: &str) -> Option<&str> {
+    consumer.strip_prefix("sink-").filter(|s| !s.is_empty())
+}
+
+/// One API page (or part of one) of one account's feed, as fetched.
 pub fn raw_subject(account: &AccountName, feed: Feed) -> String {
     format!("op.raw.{account}.{feed}")
 }
 
+/// The normalized records of one account's feed.
 pub fn events_subject(account: &AccountName, feed: Feed) -> String {
+    format!("op.events.{account}.{feed}")
+}
+
+/// A filter on `op.events.…`: one account or all (`None`), one feed or all.
+pub fn events_filter(account: Option<&AccountName>, feed: Option<Feed>) -> String {
+    let account = account.map_or("*", AccountName::as_str);
+    let feed = feed.map_or("*", Feed::as_str);
     format!("op.events.{account}.{feed}")
 }
 
@@ -64,8 +79,21 @@ pub fn dlq_subject(stage: &str, account: &AccountName, feed: Feed) -> String {
     format!("op.dlq.{stage}.{account}.{feed}")
 }
 
-pub fn alarm_subject(account: &AccountName, feed: Feed) -> String {
-    format!("op.alarms.{account}.{feed}")
+/// A dead letter from a stage that cannot tell which account and feed it came from (a
+/// record without them): `op.dlq.{stage}.{origin}`, still under the stage's permissions.
+pub fn dlq_subject_unattributed(stage: &str, origin: &str) -> String {
+    format!("op.dlq.{stage}.{origin}")
+}
+
+/// Every state change of one alarm: `op.alarms.{account}.{feed}`, `op.alarms.pipeline.sink-{name}`
+/// or `op.alarms.pipeline.dlq`.
+pub fn alarm_subject(scope: &AlarmScope) -> String {
+    format!("op.alarms.{}", scope.tokens())
+}
+
+/// Key in `OP_HEALTH` of one alarm's record: `{kind}.{scope}`.
+pub fn alarm_key(kind: AlarmKind, scope: &AlarmScope) -> String {
+    format!("{kind}.{}", scope.tokens())
 }
 
 /// Key in `OP_CURSORS` and `OP_LEASES`.
@@ -73,9 +101,20 @@ pub fn feed_key(account: &AccountName, feed: Feed) -> String {
     format!("{account}.{feed}")
 }
 
+/// Splits a [`feed_key`] back into its parts; `None` for any other key.
+pub fn parse_feed_key(key: &str) -> Option<(AccountName, Feed)> {
+    let (account, feed) = key.split_once('.')?;
+    Some((AccountName::new(account).ok()?, feed.parse().ok()?))
+}
+
 /// Key in `OP_STATUS` for the fetcher's view of a feed.
 pub fn fetch_status_key(account: &AccountName, feed: Feed) -> String {
     format!("fetch.{account}.{feed}")
+}
+
+/// Splits a [`fetch_status_key`] back into its parts; `None` for any other key.
+pub fn parse_fetch_status_key(key: &str) -> Option<(AccountName, Feed)> {
+    parse_feed_key(key.strip_prefix("fetch.")?)
 }
 
 /// Splits `op.{kind}.{account}.{feed}` back into its parts; `None` for anything else.
@@ -172,5 +211,39 @@ mod tests {
             Some(("es-main", "acme", Feed::AuditEvents))
         );
         assert_eq!(parse_replay_subject(&s), None);
+        assert_eq!(
+            parse_fetch_status_key(&fetch_status_key(&acme, Feed::ItemUsages)),
+            Some((acme.clone(), Feed::ItemUsages))
+        );
+        assert_eq!(parse_fetch_status_key("_budget.acme"), None);
+        assert_eq!(parse_sink_consumer(&sink_consumer("es")), Some("es"));
+        assert_eq!(parse_sink_consumer("normalizer"), None);
+        assert_eq!(
+            events_filter(None, Some(Feed::ItemUsages)),
+            "op.events.*.item_usages"
+        );
+        assert_eq!(events_filter(Some(&acme), Some(Feed::ItemUsages)), s);
+    }
+
+    #[test]
+    fn alarm_names_follow_the_scope() {
+        let acme = AccountName::new("acme").unwrap();
+        let feed = AlarmScope::Feed {
+            account: acme,
+            feed: Feed::ItemUsages,
+        };
+        assert_eq!(alarm_subject(&feed), "op.alarms.acme.item_usages");
+        assert_eq!(
+            alarm_key(AlarmKind::Dropoff, &feed),
+            "dropoff.acme.item_usages"
+        );
+        assert_eq!(
+            alarm_subject(&AlarmScope::Sink("es".into())),
+            "op.alarms.pipeline.sink-es"
+        );
+        assert_eq!(
+            alarm_key(AlarmKind::DlqGrowing, &AlarmScope::DeadLetters),
+            "dlq_growing.pipeline.dlq"
+        );
     }
 }

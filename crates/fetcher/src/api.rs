@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use oprelay_events::{
-    CursorRequest, Feed, Introspection, IntrospectionV1, Page, Secret, Timestamp,
+    CursorRequest, Feed, FetchErrorKind, Introspection, IntrospectionV1, Page, Secret, Timestamp,
 };
 use oprelay_service::config::ApiVersion;
 use oprelay_service::telemetry;
@@ -72,16 +72,16 @@ impl ApiError {
     }
 
     /// A short label for metrics.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FetchErrorKind {
         match self {
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::TokenRejected { .. } => "token_rejected",
-            ApiError::BadRequest { .. } => "bad_request",
-            ApiError::NotFound { .. } => "not_found",
-            ApiError::Server { .. } => "server_error",
-            ApiError::Unexpected { .. } => "unexpected_status",
-            ApiError::Transport(_) => "transport",
-            ApiError::Malformed(_) => "malformed",
+            ApiError::RateLimited { .. } => FetchErrorKind::RateLimited,
+            ApiError::TokenRejected { .. } => FetchErrorKind::TokenRejected,
+            ApiError::BadRequest { .. } => FetchErrorKind::BadRequest,
+            ApiError::NotFound { .. } => FetchErrorKind::NotFound,
+            ApiError::Server { .. } => FetchErrorKind::ServerError,
+            ApiError::Unexpected { .. } => FetchErrorKind::UnexpectedStatus,
+            ApiError::Transport(_) => FetchErrorKind::Transport,
+            ApiError::Malformed(_) => FetchErrorKind::Malformed,
         }
     }
 }

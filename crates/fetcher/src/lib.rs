@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use oprelay_bus::{BusError, JsonKv, Need};
-use oprelay_events::{names, Feed, FeedStatus};
+use oprelay_events::{names, Feed, FeedStatus, FetchErrorKind};
 use oprelay_service::config::AccountConfig;
 use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
 
@@ -270,12 +270,12 @@ struct PendingAccount {
 
 /// Why an account could not be set up, with a kind for `FeedStatus::error_kind`.
 struct SetupError {
-    kind: &'static str,
+    kind: FetchErrorKind,
     message: String,
 }
 
 impl SetupError {
-    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+    fn new(kind: FetchErrorKind, message: impl Into<String>) -> Self {
         SetupError {
             kind,
             message: message.into(),
@@ -318,7 +318,7 @@ impl SetupCtx<'_> {
                 Err(e) => {
                     // One broken account must not stop the others.
                     let wait = p.backoff.next(crate::api::Recovery::Slow);
-                    tracing::error!(account = %p.config.name, problem = %e.message, kind = e.kind, retry_in = ?wait, "account not polled yet");
+                    tracing::error!(account = %p.config.name, problem = %e.message, kind = %e.kind, retry_in = ?wait, "account not polled yet");
                     self.report(&p.config, &e, p.backoff.failures()).await;
                     p.retry_at = Some(now + wait);
                     still.push(p);
@@ -345,7 +345,7 @@ impl SetupCtx<'_> {
             let status = FeedStatus {
                 last_poll_at: Some(self.deps.clock.now()),
                 last_error: Some(e.message.clone()),
-                error_kind: Some(e.kind.to_owned()),
+                error_kind: Some(e.kind),
                 consecutive_failures: failures,
                 ..previous
             };
@@ -363,18 +363,21 @@ impl SetupCtx<'_> {
         let (all, deps) = (self.all, self.deps);
         let source = config.token();
         let token = source.read().map_err(|e| {
-            SetupError::new("token_unreadable", format!("cannot read the token: {e}"))
+            SetupError::new(
+                FetchErrorKind::TokenUnreadable,
+                format!("cannot read the token: {e}"),
+            )
         })?;
         let claims = token::decode(token.expose())
-            .map_err(|e| SetupError::new("token_invalid", e.to_string()))?;
+            .map_err(|e| SetupError::new(FetchErrorKind::TokenInvalid, e.to_string()))?;
         let base_url = config.base_url.clone().or(claims.base_url.clone()).ok_or_else(|| {
             SetupError::new(
-                "token_invalid",
+                FetchErrorKind::TokenInvalid,
                 "the token names no Events API host (legacy token?); set base_url, e.g. https://events.1password.com",
             )
         })?;
         let api = EventsApi::new(&base_url, config.api_version)
-            .map_err(|e| SetupError::new("config", e.to_string()))?;
+            .map_err(|e| SetupError::new(FetchErrorKind::Config, e.to_string()))?;
         let budget = Budget::new(
             &config.name,
             all.fetcher.requests_per_minute,
@@ -384,7 +387,7 @@ impl SetupCtx<'_> {
         );
         // Introspection counts against the token's rate limit like any other request.
         if !budget.acquire(self.shutdown).await {
-            return Err(SetupError::new("shutdown", "shutting down"));
+            return Err(SetupError::new(FetchErrorKind::Shutdown, "shutting down"));
         }
         let features = match api.introspect(&token).await {
             Ok(i) => {
@@ -419,7 +422,7 @@ impl SetupCtx<'_> {
                 let status = FeedStatus {
                     last_poll_at: Some(deps.clock.now()),
                     last_error: Some(problem),
-                    error_kind: Some("feed_not_permitted".to_owned()),
+                    error_kind: Some(FetchErrorKind::FeedNotPermitted),
                     token_expires_at: claims.expires_at,
                     ..FeedStatus::default()
                 };

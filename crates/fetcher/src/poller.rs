@@ -20,7 +20,9 @@ use tracing::Instrument;
 
 use oprelay_bus::{Bus, BusError, JsonKv, Outgoing};
 use oprelay_events::names::{self, header};
-use oprelay_events::{AccountName, CursorRequest, CursorState, Feed, FeedStatus, Secret};
+use oprelay_events::{
+    AccountName, CursorRequest, CursorState, Feed, FeedStatus, FetchErrorKind, Secret,
+};
 use oprelay_service::config::{AccountConfig, SecretSource};
 use oprelay_service::{CancellationToken, Clock};
 
@@ -223,7 +225,7 @@ impl Poller {
                     return Err(self
                         .failed(
                             format!("cannot read the token: {e}"),
-                            "token_unreadable",
+                            FetchErrorKind::TokenUnreadable,
                             Recovery::Slow,
                         )
                         .await)
@@ -316,7 +318,7 @@ impl Poller {
                             return Err(self
                                 .failed(
                                     format!("publish to OP_RAW failed: {e}"),
-                                    "publish",
+                                    FetchErrorKind::Publish,
                                     Recovery::Backoff,
                                 )
                                 .await);
@@ -378,7 +380,7 @@ impl Poller {
                         return Err(self
                             .failed(
                                 format!("cursor write failed: {e}"),
-                                "cursor_write",
+                                FetchErrorKind::CursorWrite,
                                 Recovery::Backoff,
                             )
                             .await)
@@ -432,7 +434,7 @@ impl Poller {
             Err(ApiError::Server { status, .. }) | Err(ApiError::Unexpected { status, .. }) => {
                 status.to_string()
             }
-            Err(e) => e.kind().to_owned(),
+            Err(e) => e.kind().to_string(),
         };
         self.deps
             .metrics
@@ -458,7 +460,7 @@ impl Poller {
                 return Err(self
                     .failed(
                         format!("cursor read failed: {e}"),
-                        "cursor_read",
+                        FetchErrorKind::CursorRead,
                         Recovery::Backoff,
                     )
                     .await)
@@ -517,7 +519,7 @@ impl Poller {
                     Err(e) => Err(self
                         .failed(
                             format!("cursor write failed: {e}"),
-                            "cursor_write",
+                            FetchErrorKind::CursorWrite,
                             Recovery::Backoff,
                         )
                         .await),
@@ -526,12 +528,17 @@ impl Poller {
         }
     }
 
-    async fn failed(&mut self, error: String, kind: &str, recovery: Recovery) -> DrainError {
+    async fn failed(
+        &mut self,
+        error: String,
+        kind: FetchErrorKind,
+        recovery: Recovery,
+    ) -> DrainError {
         let wait = self.backoff.next(recovery);
         let now = self.deps.clock.now();
         self.status.last_poll_at = Some(now);
         self.status.last_error = Some(error.clone());
-        self.status.error_kind = Some(kind.to_owned());
+        self.status.error_kind = Some(kind);
         self.status.consecutive_failures = self.backoff.failures();
         self.deps
             .metrics
@@ -543,7 +550,7 @@ impl Poller {
             .backoff_seconds
             .get_or_create(&self.labels)
             .set(wait.as_secs_f64());
-        tracing::warn!(error = %error, kind, retry_in = ?wait, failures = self.backoff.failures(), "poll failed");
+        tracing::warn!(error = %error, %kind, retry_in = ?wait, failures = self.backoff.failures(), "poll failed");
         self.write_status().await;
         DrainError::Retry(wait)
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{data_requests, Running, World};
 use oprelay_bus::JsonKv;
-use oprelay_events::{names, AccountName, Feed, FeedStatus};
+use oprelay_events::{names, AccountName, Feed, FeedStatus, FetchErrorKind};
 use oprelay_service::Clock;
 use oprelay_testkit::eventually;
 use oprelay_testkit::opsim::{Fault, FaultKind, SimConfig};
@@ -179,8 +179,8 @@ async fn an_unreadable_token_at_start_is_reported_and_retried_until_fixed() {
         })
         .await;
         assert_eq!(
-            status.error_kind.as_deref(),
-            Some("token_invalid"),
+            status.error_kind,
+            Some(FetchErrorKind::TokenInvalid),
             "{feed}"
         );
         assert!(status.last_error.is_some());

@@ -157,7 +157,7 @@ impl SinkCtx {
                 .zip(feed.parse::<Feed>().ok())
             {
                 Some((a, f)) => names::dlq_subject("forward", &a, f),
-                None => format!("op.dlq.forward.{}", self.name),
+                None => names::dlq_subject_unattributed("forward", &self.name),
             };
             let msg = Outgoing::new(
                 subject,

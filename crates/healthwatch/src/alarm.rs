@@ -1,19 +1,42 @@
-//! Alarm states and their transitions: the part of healthwatch that decides, kept free of I/O
-//! so every rule is tested with plain values.
+//! One alarm's stored record and its transitions: episodes, ids, and which notifications are
+//! owed. Free of I/O, so the bookkeeping is tested with plain values; the rules that produce
+//! observations live in `rules/`.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use oprelay_events::{Alarm, AlarmKind, AlarmState, Feed};
+use oprelay_events::{Alarm, AlarmKind, AlarmScope, AlarmState};
 
-/// What one check saw this round.
+/// What one rule saw this round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observation {
     pub state: AlarmState,
+    /// Why, in words; kept as the alarm's message when the state changes.
     pub message: String,
+    /// The newest event the rule knows of, when it knows one.
     pub last_event_at: Option<OffsetDateTime>,
+}
+
+impl Observation {
+    pub fn new(state: AlarmState, message: String, last_event_at: Option<OffsetDateTime>) -> Self {
+        Observation {
+            state,
+            message,
+            last_event_at,
+        }
+    }
+}
+
+/// A rule's memory between rounds: a progress marker (a stream sequence) and when it last
+/// moved. Stored flat in the record as `progress` and `progress_at`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    #[serde(default, rename = "progress")]
+    pub marker: Option<u64>,
+    #[serde(default, rename = "progress_at", with = "time::serde::rfc3339::option")]
+    pub at: Option<OffsetDateTime>,
 }
 
 /// One alarm's persistent record in `OP_HEALTH`: the public alarm, flattened so the stored
@@ -43,34 +66,32 @@ pub struct AlarmRecord {
     /// takes over only after it expires, so two replicas never both send.
     #[serde(default)]
     pub claims: BTreeMap<String, Claim>,
-    /// Check-specific progress marker (a stream sequence) and when it last moved.
-    #[serde(default)]
-    pub progress: Option<u64>,
-    #[serde(default, with = "time::serde::rfc3339::option")]
-    pub progress_at: Option<OffsetDateTime>,
+    /// The rule's own progress marker.
+    #[serde(flatten)]
+    pub progress: Progress,
 }
 
 impl AlarmRecord {
-    pub fn new(kind: AlarmKind, account: &str, feed: Option<Feed>, now: OffsetDateTime) -> Self {
+    /// A record for an alarm healthwatch has not looked at before.
+    pub fn new(kind: AlarmKind, scope: &AlarmScope, now: OffsetDateTime) -> Self {
         AlarmRecord {
             alarm: Alarm {
                 id: String::new(),
                 kind,
                 state: AlarmState::InsufficientData,
-                account: account.to_owned(),
-                feed,
+                account: scope.account_field(),
+                feed: scope.feed(),
                 since: now,
                 last_event_at: None,
                 message: String::new(),
-                runbook: runbook(kind).to_owned(),
+                runbook: crate::rules::runbook(kind).to_owned(),
             },
             watching_since: now,
             notified: BTreeMap::new(),
             notified_episode: BTreeMap::new(),
             episode_open: false,
             claims: BTreeMap::new(),
-            progress: None,
-            progress_at: None,
+            progress: Progress::default(),
         }
     }
 
@@ -102,16 +123,17 @@ impl AlarmRecord {
         Some(self.alarm.clone())
     }
 
-    /// `{account}.{feed}`, or `{account}.{name}` for pipeline-wide alarms.
+    /// `{account}.{feed}`, `pipeline.sink-{name}` or `pipeline.dlq`: the subject's tail, and
+    /// the `scope` label of the state metric.
     pub fn scope(&self) -> String {
-        match self.alarm.feed {
-            Some(f) => format!("{}.{f}", self.alarm.account),
-            None => self.alarm.account.clone(),
+        match self.alarm.scope() {
+            Some(scope) => scope.tokens(),
+            // Not a scope this build writes; keep what the record says.
+            None => match self.alarm.feed {
+                Some(f) => format!("{}.{f}", self.alarm.account),
+                None => self.alarm.account.clone(),
+            },
         }
-    }
-
-    pub fn key(&self) -> String {
-        format!("{}.{}", self.alarm.kind, self.scope())
     }
 
     /// Records that notifier `name` delivered `what` for the current episode.
@@ -137,85 +159,35 @@ impl AlarmRecord {
     }
 }
 
+/// A notification being delivered by one replica.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Claim {
+    /// The replica sending it.
     pub owner: String,
+    /// What it is sending: the alarm or its resolution.
     pub state: AlarmState,
     #[serde(with = "time::serde::rfc3339")]
     pub until: OffsetDateTime,
 }
 
-pub fn runbook(kind: AlarmKind) -> &'static str {
-    match kind {
-        AlarmKind::Dropoff => "Check oprelay status for the feed: fetch errors point at the token or the API, a growing sink backlog at the SIEM. Item usages can arrive up to a day late; a quiet weekend may be real.",
-        AlarmKind::TokenRejected => "1Password refuses the token: it was revoked, expired or lacks the feed. Issue a new Events Reporting token and update the Secret; the fetcher re-reads the file.",
-        AlarmKind::TokenExpiring => "The Events Reporting token expires soon. Issue a new token in 1Password and update the Secret before it does.",
-        AlarmKind::FetchFailing => "The fetcher cannot poll this feed. See last_error in `oprelay status` and the fetcher's logs (network, 429s, 5xx from 1Password).",
-        AlarmKind::SinkStalled => "A SIEM is not accepting records. Check the forwarder's logs and the SIEM's health; nothing is lost, the backlog waits in NATS.",
-        AlarmKind::DlqGrowing => "Records are being dead-lettered. Inspect them with `oprelay dlq list` / `show`, fix the cause, then `oprelay dlq replay`.",
-    }
-}
-
-/// The drop-off rule: quiet for the window → ALARM; never seen and watched for less than the
-/// window → INSUFFICIENT_DATA.
-pub fn dropoff(
-    last_arrival: Option<OffsetDateTime>,
-    watching_since: OffsetDateTime,
-    window: std::time::Duration,
-    now: OffsetDateTime,
-    what: &str,
-) -> Observation {
-    let human = |d: time::Duration| {
-        let m = d.whole_minutes();
-        if m >= 120 {
-            format!("{} h", m / 60)
-        } else {
-            format!("{m} min")
-        }
-    };
-    let window_t = time::Duration::try_from(window).unwrap_or(time::Duration::DAY);
-    match last_arrival {
-        Some(t) if now - t < window_t => Observation {
-            state: AlarmState::Ok,
-            message: format!("{what}: events arriving"),
-            last_event_at: Some(t),
-        },
-        Some(t) => Observation {
-            state: AlarmState::Alarm,
-            message: format!(
-                "{what}: no events for {} (threshold {})",
-                human(now - t),
-                human(window_t)
-            ),
-            last_event_at: Some(t),
-        },
-        None if now - watching_since < window_t => Observation {
-            state: AlarmState::InsufficientData,
-            message: format!("{what}: no events seen yet"),
-            last_event_at: None,
-        },
-        None => Observation {
-            state: AlarmState::Alarm,
-            message: format!(
-                "{what}: no events at all since healthwatch started watching {} ago (threshold {})",
-                human(now - watching_since),
-                human(window_t)
-            ),
-            last_event_at: None,
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use crate::rules::test_time::t;
+    use oprelay_events::{AccountName, Feed};
+
+    fn acme_item_usages() -> AlarmScope {
+        AlarmScope::Feed {
+            account: AccountName::new("acme").unwrap(),
+            feed: Feed::ItemUsages,
+        }
+    }
 
     /// `oprelay status` reads `OP_HEALTH` records as plain `Alarm`s, and records written
     /// before the alarm was a nested field must still load: the JSON stays flat.
     #[test]
     fn the_stored_record_is_a_flat_alarm() {
-        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, &acme_item_usages(), t(0));
         r.apply(
             Observation {
                 state: AlarmState::Alarm,
@@ -229,40 +201,19 @@ mod tests {
         assert_eq!(v["feed"], "item_usages");
         assert!(v.get("alarm").is_none(), "{v}");
         assert!(v.get("watching_since").is_some());
+        assert!(
+            v.get("progress").is_some(),
+            "progress stays a top-level field: {v}"
+        );
         let alarm: Alarm = serde_json::from_value(v.clone()).unwrap();
         assert_eq!(alarm, r.alarm);
         let back: AlarmRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
     }
 
-    fn t(min: i64) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap() + time::Duration::minutes(min)
-    }
-
-    #[test]
-    fn dropoff_states() {
-        let w = Duration::from_secs(15 * 60);
-        assert_eq!(
-            dropoff(Some(t(0)), t(0), w, t(10), "f").state,
-            AlarmState::Ok
-        );
-        assert_eq!(
-            dropoff(Some(t(0)), t(0), w, t(15), "f").state,
-            AlarmState::Alarm
-        );
-        assert_eq!(
-            dropoff(None, t(0), w, t(14), "f").state,
-            AlarmState::InsufficientData
-        );
-        assert_eq!(dropoff(None, t(0), w, t(15), "f").state, AlarmState::Alarm);
-        assert!(dropoff(Some(t(0)), t(0), w, t(200), "acme/item_usages")
-            .message
-            .contains("no events for 3 h"));
-    }
-
     #[test]
     fn one_notification_per_transition() {
-        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, &acme_item_usages(), t(0));
         let alarm = Observation {
             state: AlarmState::Alarm,
             message: "quiet".into(),
@@ -301,7 +252,7 @@ mod tests {
 
     #[test]
     fn an_insufficient_data_blip_keeps_the_episode_and_sends_nothing_again() {
-        let mut r = AlarmRecord::new(AlarmKind::SinkStalled, "pipeline", None, t(0));
+        let mut r = AlarmRecord::new(AlarmKind::SinkStalled, &AlarmScope::Sink("es".into()), t(0));
         r.apply(seen(AlarmState::Alarm), t(1));
         let id = r.alarm.id.clone();
         r.mark_notified("webhook", AlarmState::Alarm);
@@ -321,7 +272,7 @@ mod tests {
 
     #[test]
     fn a_resolution_is_owed_only_for_an_episode_whose_alarm_was_sent() {
-        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t(0));
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, &acme_item_usages(), t(0));
         r.apply(seen(AlarmState::Alarm), t(1));
         r.mark_notified("webhook", AlarmState::Alarm);
         // Resolved, but the RESOLVED notice could not be delivered before a new episode began.

@@ -108,11 +108,15 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oprelay_events::{AlarmKind, Feed};
+    use oprelay_events::{AccountName, AlarmKind, AlarmScope, Feed};
 
     fn record() -> (AlarmRecord, time::OffsetDateTime) {
         let t0 = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
-        let mut r = AlarmRecord::new(AlarmKind::Dropoff, "acme", Some(Feed::ItemUsages), t0);
+        let scope = AlarmScope::Feed {
+            account: AccountName::new("acme").unwrap(),
+            feed: Feed::ItemUsages,
+        };
+        let mut r = AlarmRecord::new(AlarmKind::Dropoff, &scope, t0);
         r.apply(
             crate::alarm::Observation {
                 state: AlarmState::Alarm,

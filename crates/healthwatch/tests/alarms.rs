@@ -9,7 +9,7 @@ use axum::Json;
 use oprelay_bus::async_nats::jetstream::consumer::PullConsumer;
 use oprelay_bus::{Bus, JsonKv, NatsSettings, Outgoing};
 use oprelay_events::names::{self, header};
-use oprelay_events::{AlarmState, Feed, FeedStatus};
+use oprelay_events::{AlarmState, Feed, FeedStatus, FetchErrorKind};
 use oprelay_healthwatch::alarm::AlarmRecord;
 use oprelay_healthwatch::Options;
 use oprelay_service::{config, CancellationToken, Clock, Config};
@@ -432,7 +432,7 @@ async fn fetcher_reports_drive_token_expiring_and_fetch_failing() {
         last_success_at: Some(now),
         last_event_at: Some(now),
         last_error: (failures > 0).then(|| "HTTP 503 from the Events API".to_owned()),
-        error_kind: (failures > 0).then(|| "server_error".to_owned()),
+        error_kind: (failures > 0).then_some(FetchErrorKind::ServerError),
         consecutive_failures: failures,
         token_expires_at: Some(now + time::Duration::days(expires_in_days)),
     };
@@ -694,7 +694,7 @@ async fn an_unreadable_token_fires_token_rejected_by_its_error_kind() {
         last_error: Some(
             "cannot read the token: /etc/oprelay/tokens/acme: No such file or directory".into(),
         ),
-        error_kind: Some("token_unreadable".into()),
+        error_kind: Some(FetchErrorKind::TokenUnreadable),
         consecutive_failures: 1,
         ..FeedStatus::default()
     };

@@ -1071,18 +1071,18 @@ impl SinkConfig {
     /// feeds the sink takes (one filter per pair, `*` where it takes all), and the replays
     /// meant for it alone.
     pub fn consumer(&self) -> ConsumerSpec {
-        let accounts: Vec<String> = match &self.accounts {
-            Some(list) => list.iter().map(ToString::to_string).collect(),
-            None => vec!["*".to_owned()],
+        let accounts: Vec<Option<&AccountName>> = match &self.accounts {
+            Some(list) => list.iter().map(Some).collect(),
+            None => vec![None],
         };
-        let feeds: Vec<String> = match &self.feeds {
-            Some(list) => list.iter().map(ToString::to_string).collect(),
-            None => vec!["*".to_owned()],
+        let feeds: Vec<Option<Feed>> = match &self.feeds {
+            Some(list) => list.iter().copied().map(Some).collect(),
+            None => vec![None],
         };
         let mut filters = Vec::new();
         for account in &accounts {
             for feed in &feeds {
-                let filter = format!("op.events.{account}.{feed}");
+                let filter = names::events_filter(*account, *feed);
                 // JetStream refuses overlapping filters; a name listed twice would be one.
                 if !filters.contains(&filter) {
                     filters.push(filter);
