@@ -1,6 +1,6 @@
 //! `docs/configuration.toml`, the configuration reference, against the real config types: it
 //! loads into `Config` (whose structs reject unknown keys, so every key it names exists), and
-//! it names every field of every config struct (read from `src/config.rs`), so a new key
+//! it names every field of every config struct (read from `src/config/*.rs`), so a new key
 //! cannot ship undocumented.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,23 @@ use oprelay_service::Config;
 fn read(relative: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every source file of the `config` module, one after another.
+fn config_sources() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 1, "no config sources in {}", dir.display());
+    files
+        .iter()
+        .map(|p| read(&format!("src/config/{}", p.file_name().unwrap().to_string_lossy())))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The keys each config struct accepts, from its source: `pub` fields, renamed by
@@ -70,7 +87,7 @@ fn the_reference_names_every_key_and_loads() {
     let doc: Value = Figment::from(Toml::string(&text))
         .extract()
         .expect("the reference as data");
-    let structs = struct_keys(&read("src/config.rs"));
+    let structs = struct_keys(&config_sources());
     let sinks: Vec<&Value> = doc["sinks"].as_array().unwrap().iter().collect();
     let checks: Vec<(&str, BTreeSet<String>)> = vec![
         ("Config", keys_of([&doc])),
@@ -93,7 +110,7 @@ fn the_reference_names_every_key_and_loads() {
     for (name, documented) in checks {
         let real = structs
             .get(name)
-            .unwrap_or_else(|| panic!("no struct {name} in src/config.rs"));
+            .unwrap_or_else(|| panic!("no struct {name} in src/config/"));
         assert!(!real.is_empty(), "{name} has no fields?");
         let missing: Vec<_> = real.difference(&documented).collect();
         let unknown: Vec<_> = documented.difference(real).collect();

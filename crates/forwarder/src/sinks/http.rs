@@ -13,7 +13,7 @@ use reqwest::header::{
 use reqwest::StatusCode;
 
 use oprelay_events::Secret;
-use oprelay_service::config::{SecretSource, SinkConfig};
+use oprelay_service::config::{Encoding, SecretSource, SinkConfig};
 use oprelay_service::telemetry;
 use tracing::Instrument;
 
@@ -284,7 +284,7 @@ impl HttpSink {
                 .map_err(|_| format!("headers_from_files: `{k}` is not a header name"))?;
             secret_headers.push((name, SecretSource::File(path.clone())));
         }
-        let json_array = config.encoding.as_deref() == Some("json_array");
+        let json_array = config.encoding()? == Encoding::JsonArray;
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(if json_array {

@@ -13,7 +13,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use oprelay_service::config::SinkConfig;
+use oprelay_service::config::{SinkConfig, Transport};
 
 use super::{Outcome, SinkError};
 use crate::format::Record;
@@ -27,13 +27,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long writing one batch may take: a receiver that stops reading must not hold the
 /// delivery for ever.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    Tcp,
-    Tls,
-    Udp,
-}
 
 enum Conn {
     Tcp(TcpStream),
@@ -177,12 +170,7 @@ impl Syslog {
             .address
             .clone()
             .ok_or("a syslog sink needs `address` (host:port)")?;
-        let transport = match config.transport.as_deref().unwrap_or("tcp") {
-            "tcp" => Transport::Tcp,
-            "tls" => Transport::Tls,
-            "udp" => Transport::Udp,
-            other => return Err(format!("transport `{other}` is not tcp, tls or udp")),
-        };
+        let transport = config.transport()?;
         let host = address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']))
