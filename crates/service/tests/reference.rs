@@ -29,7 +29,12 @@ fn config_sources() -> String {
     assert!(files.len() > 1, "no config sources in {}", dir.display());
     files
         .iter()
-        .map(|p| read(&format!("src/config/{}", p.file_name().unwrap().to_string_lossy())))
+        .map(|p| {
+            read(&format!(
+                "src/config/{}",
+                p.file_name().unwrap().to_string_lossy()
+            ))
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
