@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::{ConnectErrorKind, ConnectOptions};
 use oprelay_events::Secret;
 
+use crate::backoff::Backoff;
 use crate::error::BusError;
 
 /// How to reach NATS. Services build it from the `[nats]` config section. Its `Debug` shows
@@ -94,17 +95,16 @@ pub fn redact_url(urls: &str) -> String {
     split_credentials(urls).0
 }
 
-/// After the first connection, reconnect forever: exponential from 100 ms, capped at 5 s, with
-/// jitter so a restarted NATS is not hit by every client at the same instant.
+/// After the first connection, reconnect forever: from 100 ms, doubling up to 5 s, ± 25 % so a
+/// restarted NATS is not hit by every client at the same instant.
 fn reconnect_delay(attempts: usize) -> Duration {
-    let exp = 100u64.saturating_mul(1u64 << attempts.min(6));
-    let capped = exp.min(5_000);
-    let jitter = (capped / 4).max(1);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(0);
-    Duration::from_millis(capped - jitter + nanos % (2 * jitter))
+    const RECONNECT: Backoff =
+        Backoff::spread(Duration::from_millis(100), Duration::from_secs(5), 25);
+    RECONNECT.wait(
+        u32::try_from(attempts)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
+    )
 }
 
 /// Selects rustls's crypto provider for the whole process, once. Workspace builds compile in

@@ -3,6 +3,7 @@
 //! buckets with compare-and-set.
 
 pub mod access;
+pub mod backoff;
 mod connect;
 mod error;
 mod provision;
@@ -19,6 +20,7 @@ use tracing::Instrument;
 use oprelay_events::names::header;
 
 pub use async_nats;
+pub use backoff::{Backoff, Jitter, Retries};
 pub use connect::{connect, install_crypto_provider, redact_url, NatsSettings};
 pub use error::BusError;
 pub use provision::{check, provision, pull_consumer, Action, Mode, Need, Step};

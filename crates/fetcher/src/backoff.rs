@@ -1,11 +1,14 @@
 //! How long to wait after a failure.
 //!
-//! Exponential with full jitter (AWS's "full jitter": a uniform draw between zero and the
-//! exponential bound), so replicas that failed together do not retry together.
+//! The fetcher's two regimes over the shared `oprelay_service::Backoff`: full jitter for what
+//! fixes itself (5xx, timeouts, 429 without `Retry-After`), minutes apart for what a human must
+//! fix (a rejected token), and exactly the server's `Retry-After` when it sends one.
 
 use std::time::Duration;
 
 use rand::Rng;
+
+use oprelay_service::Backoff as Shared;
 
 use crate::api::Recovery;
 
@@ -46,10 +49,12 @@ impl Backoff {
         }
     }
 
+    /// Failed requests since the last success.
     pub fn failures(&self) -> u32 {
         self.failures
     }
 
+    /// A success: the next failure starts from the shortest wait again.
     pub fn reset(&mut self) {
         self.failures = 0;
     }
@@ -57,32 +62,16 @@ impl Backoff {
     /// Records a failure and returns how long to wait before the next attempt.
     pub fn next(&mut self, recovery: Recovery) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let exp = self.failures.saturating_sub(1).min(20);
-        let mut rng = rand::rng();
+        let p = &self.policy;
         match recovery {
             // The server said when; a little jitter keeps replicas apart.
-            Recovery::WaitExactly(d) => d + Duration::from_millis(rng.random_range(0..250)),
-            Recovery::Backoff => {
-                let bound = self
-                    .policy
-                    .transient_base
-                    .saturating_mul(1 << exp)
-                    .min(self.policy.transient_cap);
-                // Full jitter, but never below a tenth of a second: no tight loop.
-                let ms = rng.random_range(0..=bound.as_millis() as u64);
-                Duration::from_millis(ms.max(100))
-            }
-            Recovery::Slow => {
-                let bound = self
-                    .policy
-                    .slow_base
-                    .saturating_mul(1 << exp.min(4))
-                    .min(self.policy.slow_cap);
-                // ±10 %: slow means slow; jitter only de-synchronises.
-                let spread = bound.as_millis() as u64 / 10;
-                let ms = bound.as_millis() as u64 - spread + rng.random_range(0..=2 * spread);
-                Duration::from_millis(ms)
-            }
+            Recovery::WaitExactly(d) => d + Duration::from_millis(rand::rng().random_range(0..250)),
+            // Full jitter, but never below a tenth of a second: no tight loop.
+            Recovery::Backoff => Shared::full_jitter(p.transient_base, p.transient_cap)
+                .at_least(Duration::from_millis(100))
+                .wait(self.failures),
+            // ±10 %: slow means slow; jitter only de-synchronises.
+            Recovery::Slow => Shared::spread(p.slow_base, p.slow_cap, 10).wait(self.failures),
         }
     }
 }

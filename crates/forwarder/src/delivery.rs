@@ -11,13 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
-use rand::Rng;
-
 use oprelay_bus::async_nats::jetstream::{self, AckKind};
 use oprelay_bus::{Bus, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed};
-use oprelay_service::CancellationToken;
+use oprelay_service::{Backoff, CancellationToken};
 
 use crate::format::Record;
 use crate::metrics::{ForwarderMetrics, ReasonLabels, SinkLabels};
@@ -64,13 +62,11 @@ pub struct Unreadable {
 pub struct Stopped;
 
 /// The wait before attempt `attempt + 1` (the first failure is attempt 1): full jitter under
-/// an exponential bound.
+/// an exponential bound, never under 50 ms.
 fn backoff(attempt: u32, (base, cap): (Duration, Duration)) -> Duration {
-    let bound = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(cap);
-    let ms = rand::rng().random_range(0..=bound.as_millis() as u64);
-    Duration::from_millis(ms.max(50))
+    Backoff::full_jitter(base, cap)
+        .at_least(Duration::from_millis(50))
+        .wait(attempt)
 }
 
 /// Whether the refusals of one request's records say the SIEM refuses *requests*: every

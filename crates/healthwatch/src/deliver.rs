@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use oprelay_bus::{BusError, JsonKv};
 use oprelay_events::{AlarmState, Lease};
-use oprelay_service::CancellationToken;
+use oprelay_service::{CancellationToken, Retries};
 
 use crate::alarm::{self, AlarmRecord};
 use crate::evaluate::Evaluator;
@@ -91,28 +91,40 @@ pub(crate) async fn notify_loop(
 }
 
 /// One notifier's failures in a row, and when it may try again.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Backoff {
-    failures: u32,
+    retries: Retries,
     next_try: OffsetDateTime,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            failures: 0,
+            // From 2 s up to about 4 min, in full: a webhook down for an hour is tried a few
+            // times a minute at most, and one back up is noticed within minutes.
+            retries: Retries::new(
+                oprelay_service::Backoff::full_jitter(
+                    Duration::from_secs(2),
+                    Duration::from_secs(256),
+                )
+                .at_least(Duration::from_secs(1)),
+            ),
             next_try: OffsetDateTime::UNIX_EPOCH,
         }
     }
 }
 
 impl Backoff {
-    /// Records a failure at `now`; the wait doubles from 2 s up to 256 s.
+    /// Records a failure at `now`; returns the wait before the next try.
     fn failed(&mut self, now: OffsetDateTime) -> Duration {
-        self.failures += 1;
-        let wait = Duration::from_secs(2u64.pow(self.failures.min(8)));
+        let wait = self.retries.failed();
         self.next_try = now + wait;
         wait
+    }
+
+    /// A delivery went through: the next failure starts from the shortest wait.
+    fn succeeded(&mut self) {
+        self.retries.reset();
     }
 }
 
@@ -171,7 +183,7 @@ async fn notify_record(
         }
         match n.send(&record, what, now).await {
             Ok(()) => {
-                backoff[i].failures = 0;
+                backoff[i].succeeded();
                 tracing::info!(notifier = %n.name, alarm = %record.alarm.id, state = ?what, "notification delivered");
                 match mark_notified(&ctx.health, key, &n.name, &record.alarm.id, what).await {
                     Some((r, rev)) => (record, revision) = (r, rev),

@@ -14,5 +14,6 @@ pub use admin::{Health, Metrics};
 pub use clock::Clock;
 pub use config::{Config, ConfigError, SecretSource};
 pub use lifecycle::{main, start, StartError, Started};
+pub use oprelay_bus::backoff::{self, Backoff, Retries};
 pub use oprelay_events::Secret;
 pub use tokio_util::sync::CancellationToken;

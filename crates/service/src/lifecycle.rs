@@ -13,7 +13,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use tokio_util::sync::CancellationToken;
 
-use oprelay_bus::{Bus, BusError, Need};
+use oprelay_bus::{Backoff, Bus, BusError, Need, Retries};
 
 use crate::admin::{self, Health, Metrics};
 use crate::config::{self, Config, ConfigError};
@@ -168,7 +168,11 @@ pub async fn start(
     tracing::info!(%admin_addr, "admin listener up: /healthz /readyz /metrics");
     let settings = config.nats_settings(&format!("oprelay-{service}"))?;
     let topology = config.topology();
-    let mut pause = Duration::from_millis(500);
+    // 0.5 s doubling to 30 s, drawn in full: a fleet restarting with NATS spreads out.
+    let mut retries = Retries::new(
+        Backoff::full_jitter(Duration::from_millis(500), Duration::from_secs(30))
+            .at_least(Duration::from_millis(100)),
+    );
     let bus = loop {
         let attempt = async {
             let bus = Bus::connect(&settings).await?;
@@ -185,12 +189,12 @@ pub async fn start(
         match attempt.await {
             Ok(bus) => break bus,
             Err(e) if e.is_retryable() => {
+                let pause = retries.failed();
                 tracing::warn!(error = %e, retry_in = ?pause, "NATS not available yet");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(30));
             }
             Err(e) => return Err(e.into()),
         }
