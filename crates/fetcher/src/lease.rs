@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use oprelay_bus::{BusError, JsonKv};
 use oprelay_events::Lease;
-use oprelay_service::Clock;
+use oprelay_service::{lease, Clock};
 
 const REPLICA_PREFIX: &str = "_replicas.";
 
@@ -46,7 +46,7 @@ impl Leases {
     pub fn new(kv: JsonKv, replica_id: &str, ttl: Duration, clock: Clock) -> Self {
         Leases {
             kv,
-            me: sanitize(replica_id),
+            me: replica_id.to_owned(),
             ttl,
             clock,
             held: BTreeMap::new(),
@@ -84,34 +84,22 @@ impl Leases {
 
         self.held.retain(|k, _| wanted.contains(k));
         for key in order {
-            let current = self.kv.get::<Lease>(key).await?;
-            let mine = current.as_ref().is_some_and(|c| c.value.owner == self.me);
-            let free = current.as_ref().is_none_or(|c| c.value.expires_at <= now);
-            let revision = current.as_ref().map(|c| c.revision);
-            let lease = Lease {
-                owner: self.me.clone(),
-                expires_at,
-            };
-            if mine && (self.held.contains_key(key) || !free) {
-                match self.kv.compare_and_set(key, &lease, revision).await {
-                    Ok(rev) => {
+            let standing = lease::look(&self.kv, key, &self.me, now).await?;
+            let renew = standing.mine && (self.held.contains_key(key) || !standing.free);
+            let claim = !renew && standing.free && self.held.len() < fair;
+            if renew || claim {
+                match lease::hold(&self.kv, key, &self.me, expires_at, standing.revision).await? {
+                    Some(rev) => {
+                        if claim {
+                            tracing::info!(feed = %key, replica = %self.me, "lease claimed");
+                        }
                         self.held.insert(key.clone(), rev);
                     }
-                    Err(BusError::Conflict { .. }) => {
+                    None => {
                         self.held.remove(key);
                     }
-                    Err(e) => return Err(e),
                 }
-            } else if free && self.held.len() < fair {
-                match self.kv.compare_and_set(key, &lease, revision).await {
-                    Ok(rev) => {
-                        tracing::info!(feed = %key, replica = %self.me, "lease claimed");
-                        self.held.insert(key.clone(), rev);
-                    }
-                    Err(BusError::Conflict { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            } else if !mine {
+            } else if !standing.mine {
                 self.held.remove(key);
             }
         }
@@ -159,16 +147,8 @@ impl Leases {
     /// Gives a lease back so another replica can take it at once.
     pub async fn release(&mut self, key: &str) -> Result<(), BusError> {
         if let Some(rev) = self.held.remove(key) {
-            let expired = Lease {
-                owner: self.me.clone(),
-                expires_at: self.clock.now(),
-            };
-            match self.kv.compare_and_set(key, &expired, Some(rev)).await {
-                Ok(_) | Err(BusError::Conflict { .. }) => {
-                    tracing::info!(feed = %key, replica = %self.me, "lease released");
-                }
-                Err(e) => return Err(e),
-            }
+            lease::give_back(&self.kv, key, &self.me, self.clock.now(), rev).await?;
+            tracing::info!(feed = %key, replica = %self.me, "lease released");
         }
         Ok(())
     }
@@ -193,23 +173,4 @@ fn rank(key: &str, replica: &str) -> [u8; 8] {
     let mut out = [0u8; 8];
     out.copy_from_slice(&digest[..8]);
     out
-}
-
-/// KV keys allow `[-_=/.a-zA-Z0-9]`; pod names fit, anything else is mapped to `_`.
-fn sanitize(id: &str) -> String {
-    let s: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() {
-        "replica".into()
-    } else {
-        s
-    }
 }

@@ -127,12 +127,8 @@ pub async fn run_with(
         );
     }
 
-    let replica_id = config
-        .fetcher
-        .replica_id
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("fetcher-{:08x}", rand::random::<u32>()));
+    let replica_id =
+        oprelay_service::lease::replica_id(config.fetcher.replica_id.as_deref(), SERVICE);
     let ttl = config.fetcher.lease_ttl.0;
     let mut leases = Leases::new(lease_store.clone(), &replica_id, ttl, options.clock.clone());
     tracing::info!(replica = %leases.replica_id(), feeds = feeds.len(), "fetcher running");

@@ -20,8 +20,7 @@ use std::time::Duration;
 
 use oprelay_bus::{BusError, JsonKv, Need};
 use oprelay_events::names;
-use oprelay_events::Lease;
-use oprelay_service::{CancellationToken, Clock, Config, Metrics, StartError};
+use oprelay_service::{lease, CancellationToken, Clock, Config, Metrics, StartError};
 
 use crate::evaluate::Evaluator;
 use crate::metrics::HealthwatchMetrics;
@@ -100,10 +99,7 @@ pub async fn run_with(
         metrics: hw_metrics,
     });
     let leases = JsonKv::open(&bus, names::BUCKET_LEASES).await?;
-    let me = options
-        .replica_id
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| format!("healthwatch-{:08x}", rand::random::<u32>()));
+    let me = lease::replica_id(options.replica_id.as_deref(), SERVICE);
     let interval = evaluator.config.healthwatch.interval.0;
     let notify_task = tokio::spawn(deliver::notify_loop(
         evaluator.clone(),
@@ -130,42 +126,30 @@ pub async fn run_with(
     }
     let _ = notify_task.await;
     // Hand the lease over at once.
-    if let Ok(Some(l)) = leases.get::<Lease>(LEASE_KEY).await {
-        if l.value.owner == me {
-            let _ = leases.store().delete(LEASE_KEY).await;
+    if let Ok(standing) = lease::look(&leases, LEASE_KEY, &me, evaluator.clock.now()).await {
+        if let (true, Some(revision)) = (standing.mine, standing.revision) {
+            let _ =
+                lease::give_back(&leases, LEASE_KEY, &me, evaluator.clock.now(), revision).await;
         }
     }
     tracing::info!("healthwatch stopped");
     Ok(())
 }
 
-/// Claims or renews the single evaluator lease with compare-and-set.
+/// Claims or renews the single evaluator lease.
 async fn holds_lease(kv: &JsonKv, me: &str, clock: &Clock, ttl: Duration) -> bool {
     let now = clock.now();
-    let lease = Lease {
-        owner: me.to_owned(),
-        expires_at: now + ttl,
-    };
-    let current = match kv.get::<Lease>(LEASE_KEY).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the healthwatch lease");
-            return false;
+    let held = match lease::look(kv, LEASE_KEY, me, now).await {
+        Ok(standing) if standing.open_to_me() => {
+            lease::hold(kv, LEASE_KEY, me, now + ttl, standing.revision).await
         }
+        Ok(_) => Ok(None),
+        Err(e) => Err(e),
     };
-    let mine = current.as_ref().is_some_and(|c| c.value.owner == me);
-    let free = current.as_ref().is_none_or(|c| c.value.expires_at <= now);
-    if !(mine || free) {
-        return false;
-    }
-    match kv
-        .compare_and_set(LEASE_KEY, &lease, current.map(|c| c.revision))
-        .await
-    {
-        Ok(_) => true,
-        Err(BusError::Conflict { .. }) => false,
+    match held {
+        Ok(revision) => revision.is_some(),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot claim the healthwatch lease");
+            tracing::warn!(error = %e, "cannot claim or renew the healthwatch lease");
             false
         }
     }

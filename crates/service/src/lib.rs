@@ -5,6 +5,7 @@ pub mod admin;
 pub mod build_info;
 pub mod clock;
 pub mod config;
+pub mod lease;
 pub mod lifecycle;
 pub mod process_metrics;
 pub mod telemetry;
