@@ -14,7 +14,6 @@ pub mod poller;
 pub mod token;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,8 +41,8 @@ const NEEDS: [Need; 5] = [
     Need::Bucket(names::BUCKET_LEASES),
     Need::Bucket(names::BUCKET_STATUS),
 ];
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9461);
+/// Where `/healthz`, `/readyz` and `/metrics` listen unless configured.
+pub const DEFAULT_LISTEN: std::net::SocketAddr = oprelay_service::admin::default_listen(9461);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetcherError {

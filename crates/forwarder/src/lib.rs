@@ -36,8 +36,8 @@ const PULL_GRACE: Duration = Duration::from_millis(500);
 /// After SIGTERM, how long deliveries under way may take before they are abandoned: well
 /// inside the 10 s a service has to exit.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(6);
-pub const DEFAULT_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9463);
+/// Where `/healthz`, `/readyz` and `/metrics` listen unless configured.
+pub const DEFAULT_LISTEN: std::net::SocketAddr = oprelay_service::admin::default_listen(9463);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwarderError {

@@ -38,8 +38,7 @@ const NEEDS: [Need; 6] = [
     Need::Bucket(names::BUCKET_LEASES),
 ];
 /// Where `/healthz`, `/readyz` and `/metrics` listen unless configured.
-pub const DEFAULT_LISTEN: std::net::SocketAddr =
-    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 9464);
+pub const DEFAULT_LISTEN: std::net::SocketAddr = oprelay_service::admin::default_listen(9464);
 /// The lease that makes one replica the evaluator and notifier.
 const LEASE_KEY: &str = "_healthwatch";
 

@@ -5,10 +5,13 @@
 //! lookup files operators import.
 
 pub mod event_files;
+mod live_lookups;
 pub mod lookup;
 pub mod lookup_files;
+mod metrics;
 pub mod normalize;
 pub mod parts;
+mod publish;
 mod service;
 
 pub use service::{run, run_with, NormalizerError, Options, DEFAULT_LISTEN, SERVICE};

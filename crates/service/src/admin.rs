@@ -129,6 +129,13 @@ struct AdminState {
     metrics: Metrics,
 }
 
+/// Where a service's admin endpoints listen unless `telemetry.listen` says otherwise: every
+/// interface, on the service's own port (fetcher 9461, normalizer 9462, forwarder 9463,
+/// healthwatch 9464), so the four can share a host.
+pub const fn default_listen(port: u16) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port)
+}
+
 pub fn router(health: Health, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
