@@ -2,12 +2,15 @@
 //! `raw` (the original 1Password event only), `ecs` (Elastic Common Schema).
 
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use oprelay_events::{Feed, LogType};
 use oprelay_service::config::OutputFormat;
+
+mod ecs;
+pub use ecs::ecs;
 
 /// One record ready for a sink.
 #[derive(Clone, Debug)]
@@ -144,190 +147,8 @@ pub fn render(
     })
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     oprelay_events::format_rfc3339_nanos(t)
-}
-
-fn take(m: &mut Map<String, Value>, k: &str) -> Option<Value> {
-    m.remove(k).filter(|v| !v.is_null())
-}
-
-fn put(obj: &mut Map<String, Value>, path: &[&str], v: Option<Value>) {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return;
-    };
-    let mut cur = obj;
-    for key in &path[..path.len() - 1] {
-        let entry = cur
-            .entry((*key).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        let Value::Object(next) = entry else { return };
-        cur = next;
-    }
-    cur.insert(path[path.len() - 1].to_owned(), v);
-}
-
-/// Elastic Common Schema: `@timestamp`, `event.*`, `user.*`, `source.*`, `os.*`, with every
-/// 1Password-specific field under `onepassword.*` (as Elastic's own integration does).
-pub fn ecs(mut rec: Map<String, Value>, feed: Feed, event_time: OffsetDateTime) -> Value {
-    let mut out = Map::new();
-    out.insert("@timestamp".into(), json!(rfc3339(event_time)));
-    out.insert("ecs".into(), json!({"version": "8.11.0"}));
-    let parse_time = rec
-        .get("p_parse_time")
-        .and_then(Value::as_str)
-        .and_then(parse_panther_time)
-        .map(rfc3339);
-    let mut p_fields = Map::new();
-    rec.retain(|k, v| {
-        if k.starts_with("p_") {
-            p_fields.insert(k.clone(), v.clone());
-            false
-        } else {
-            true
-        }
-    });
-    let uuid = take(&mut rec, "uuid");
-    put(&mut out, &["event", "id"], uuid);
-    put(&mut out, &["event", "kind"], Some(json!("event")));
-    put(&mut out, &["event", "module"], Some(json!("1password")));
-    put(
-        &mut out,
-        &["event", "dataset"],
-        Some(json!(format!("1password.{feed}"))),
-    );
-    put(&mut out, &["event", "created"], parse_time.map(Value::from));
-    put(&mut out, &["event", "original"], None);
-
-    let user_key = match feed {
-        Feed::SignInAttempts => "target_user",
-        Feed::ItemUsages => "user",
-        Feed::AuditEvents => "actor_details",
-    };
-    if let Some(Value::Object(user)) = rec.get(user_key).cloned() {
-        put(&mut out, &["user", "id"], user.get("uuid").cloned());
-        put(&mut out, &["user", "full_name"], user.get("name").cloned());
-        put(&mut out, &["user", "email"], user.get("email").cloned());
-    }
-    if feed == Feed::AuditEvents && out.get("user").is_none_or(|u| u.get("id").is_none()) {
-        put(&mut out, &["user", "id"], rec.get("actor_uuid").cloned());
-    }
-    if let Some(Value::Object(client)) = rec.get("client") {
-        put(
-            &mut out,
-            &["source", "ip"],
-            client.get("ip_address").cloned(),
-        );
-        put(
-            &mut out,
-            &["client", "ip"],
-            client.get("ip_address").cloned(),
-        );
-        put(&mut out, &["os", "name"], client.get("os_name").cloned());
-        put(
-            &mut out,
-            &["os", "version"],
-            client.get("os_version").cloned(),
-        );
-        put(
-            &mut out,
-            &["user_agent", "name"],
-            client.get("app_name").cloned(),
-        );
-        put(
-            &mut out,
-            &["user_agent", "version"],
-            client.get("app_version").cloned(),
-        );
-    }
-    if let Some(Value::Object(session)) = rec.get("session") {
-        put(&mut out, &["source", "ip"], session.get("ip").cloned());
-    }
-    if let Some(Value::Object(loc)) = rec.get("location") {
-        put(
-            &mut out,
-            &["source", "geo", "country_name"],
-            loc.get("country").cloned(),
-        );
-        put(
-            &mut out,
-            &["source", "geo", "region_name"],
-            loc.get("region").cloned(),
-        );
-        put(
-            &mut out,
-            &["source", "geo", "city_name"],
-            loc.get("city").cloned(),
-        );
-        if let (Some(lat), Some(lon)) = (loc.get("latitude"), loc.get("longitude")) {
-            put(
-                &mut out,
-                &["source", "geo", "location"],
-                Some(json!({"lat": lat, "lon": lon})),
-            );
-        }
-    }
-    let (category, kind, action, outcome) = match feed {
-        Feed::SignInAttempts => {
-            let cat = rec
-                .get("category")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let outcome = match cat {
-                "success" | "firewall_reported_success" => "success",
-                "" => "unknown",
-                _ => "failure",
-            };
-            (
-                "authentication",
-                "start",
-                rec.get("category").cloned(),
-                outcome,
-            )
-        }
-        Feed::ItemUsages => ("iam", "access", rec.get("action").cloned(), "success"),
-        Feed::AuditEvents => (
-            "configuration",
-            "change",
-            rec.get("action").cloned(),
-            "success",
-        ),
-    };
-    put(&mut out, &["event", "category"], Some(json!([category])));
-    put(&mut out, &["event", "type"], Some(json!([kind])));
-    put(&mut out, &["event", "action"], action);
-    put(&mut out, &["event", "outcome"], Some(json!(outcome)));
-    let mut related_ip: Vec<Value> = p_fields
-        .get("p_any_ip_addresses")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    related_ip.dedup();
-    if !related_ip.is_empty() {
-        put(&mut out, &["related", "ip"], Some(Value::Array(related_ip)));
-    }
-    if let Some(emails) = p_fields.get("p_any_emails") {
-        put(&mut out, &["related", "user"], Some(emails.clone()));
-    }
-    // Everything 1Password sent, under its own namespace, and oprelay's enrichment beside it.
-    out.insert("onepassword".into(), Value::Object(rec));
-    if let Some(e) = p_fields.remove("p_enrichment") {
-        put(&mut out, &["oprelay", "enrichment"], Some(e));
-    }
-    put(
-        &mut out,
-        &["oprelay", "row_id"],
-        p_fields.remove("p_row_id"),
-    );
-    put(
-        &mut out,
-        &["oprelay", "source_label"],
-        p_fields.remove("p_source_label"),
-    );
-    Value::Object(out)
 }
 
 #[cfg(test)]
