@@ -16,6 +16,12 @@ use time::OffsetDateTime;
 use oprelay_bus::{Bus, JsonKv};
 use oprelay_events::{names, AccountName, CursorState, Feed, Lease};
 
+use clap::Subcommand;
+use oprelay_bus::Need;
+use oprelay_service::config::Config;
+
+use crate::args::{account_name, parse_feed};
+use crate::connect::{connect_read_only, connect_to_write};
 use crate::output::{json, table, Output};
 
 /// Where `cursor reset` moves a feed to.
@@ -166,6 +172,58 @@ pub async fn reset(
 pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &Rfc3339)
         .map_err(|e| format!("`{s}` is not an RFC 3339 time like 2026-12-01T00:00:00Z: {e}"))
+}
+
+#[derive(Subcommand)]
+pub enum CursorCommand {
+    /// The stored cursor (or pending reset), its counters and the replica polling the feed.
+    Show {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = parse_feed)]
+        feed: Feed,
+    },
+    /// Move the feed: the fetcher's next request starts from `--to TIME`, or, with
+    /// `--to-start`, from its configured start_time as for a new feed. Events fetched again
+    /// are deduplicated by NATS where the pages match; idempotent sinks absorb the rest.
+    #[command(group(clap::ArgGroup::new("target").required(true)))]
+    Reset {
+        #[arg(long)]
+        account: String,
+        #[arg(long, value_parser = parse_feed)]
+        feed: Feed,
+        /// RFC 3339, e.g. 2026-12-01T00:00:00Z.
+        #[arg(long, value_parser = parse_time, group = "target")]
+        to: Option<time::OffsetDateTime>,
+        /// Forget the cursor; the fetcher starts the feed as a new one.
+        #[arg(long, group = "target")]
+        to_start: bool,
+    },
+}
+
+/// Runs one `oprelay cursor …` command.
+pub async fn command(cmd: CursorCommand, cfg: &Config, output: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CursorCommand::Show { account, feed } => {
+            let account = account_name(&account)?;
+            show(&connect_read_only(cfg).await?, &account, feed, output).await
+        }
+        CursorCommand::Reset {
+            account,
+            feed,
+            to,
+            to_start: _,
+        } => {
+            let account = account_name(&account)?;
+            let to = match to {
+                Some(t) => ResetTo::Time(t),
+                None => ResetTo::Start,
+            };
+            let bus = connect_to_write(cfg, &[Need::Bucket(names::BUCKET_CURSORS)]).await?;
+            reset(&bus, &account, feed, to).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[cfg(test)]

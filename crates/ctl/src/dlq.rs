@@ -12,6 +12,13 @@ use oprelay_bus::{header_value, Bus, Outgoing};
 use oprelay_events::names::{self, header};
 use oprelay_events::AccountName;
 
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use oprelay_bus::Need;
+use oprelay_service::config::Config;
+
+use crate::connect::{connect_read_only, connect_to_write};
 use crate::output::{json, table, Output};
 
 struct Letter {
@@ -271,4 +278,72 @@ fn as_page(body: &[u8]) -> Vec<u8> {
         p.extend_from_slice(b"]}");
         p
     }
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, oldest first.
+    List {
+        /// Only this stage: fetch, normalize or forward.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only letters this sink refused (forward stage).
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// One dead letter with its headers and body.
+    Show { seq: u64 },
+    /// Send dead letters back after a fix, and remove them from the DLQ: a normalize-stage
+    /// letter through the normalizer, a forward-stage letter to the one sink that refused it.
+    Replay {
+        /// Sequence numbers from `oprelay dlq list`.
+        seqs: Vec<u64>,
+        /// Every replayable dead letter (of `--stage` and `--sink`, when given).
+        #[arg(long, conflicts_with = "seqs")]
+        all: bool,
+        /// With --all: only this stage (normalize or forward).
+        #[arg(long, requires = "all")]
+        stage: Option<String>,
+        /// With --all: only letters this sink refused.
+        #[arg(long, requires = "all")]
+        sink: Option<String>,
+        /// Keep them in the DLQ after replaying.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+/// Runs one `oprelay dlq …` command.
+pub async fn command(cmd: DlqCommand, cfg: &Config, output: Output) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DlqCommand::List { stage, sink, limit } => {
+            let filter = Filter {
+                stage: stage.as_deref(),
+                sink: sink.as_deref(),
+            };
+            list(&connect_read_only(cfg).await?, filter, limit, output).await?;
+        }
+        DlqCommand::Show { seq } => show(&connect_read_only(cfg).await?, seq, output).await?,
+        DlqCommand::Replay {
+            seqs,
+            all,
+            stage,
+            sink,
+            keep,
+        } => {
+            let all = all.then_some(Filter {
+                stage: stage.as_deref(),
+                sink: sink.as_deref(),
+            });
+            let needs = [
+                Need::Stream(names::STREAM_DLQ),
+                Need::Stream(names::STREAM_RAW),
+                Need::Stream(names::STREAM_EVENTS),
+            ];
+            replay(&connect_to_write(cfg, &needs).await?, &seqs, all, keep).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,12 @@ use oprelay_normalizer::event_files::{self, FoundEvent};
 
 use crate::normalize::EXIT_REJECTED;
 
+use oprelay_bus::Need;
+use oprelay_service::config::Config;
+
+use crate::args::{account_name, parse_feed};
+use crate::connect::connect_to_write;
+
 /// The cursor ingested pages carry, so a page in `OP_RAW` or the DLQ says where it came from.
 pub const INGEST_CURSOR: &str = "oprelay-ingest";
 
@@ -251,6 +257,33 @@ fn read_pages(
         send(page)?;
     }
     Ok(rejected)
+}
+
+/// `oprelay ingest`: its arguments.
+#[derive(clap::Args)]
+pub struct IngestArgs {
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long)]
+    pub account: String,
+    #[arg(long, value_parser = parse_feed)]
+    pub feed: Feed,
+    /// Events per page (the Events API's own pages hold up to 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: usize,
+}
+
+/// Runs `oprelay ingest` once `OP_RAW` is known to exist.
+pub async fn command(args: IngestArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let account = account_name(&args.account)?;
+    let bus = connect_to_write(cfg, &[Need::Stream(names::STREAM_RAW)]).await?;
+    let opts = Options {
+        files: args.files,
+        account,
+        feed: args.feed,
+        page_size: args.page_size,
+    };
+    run(&bus, opts).await
 }
 
 #[cfg(test)]

@@ -10,6 +10,12 @@ use oprelay_bus::{Bus, JsonKv};
 use oprelay_events::{names, LookupKind, LookupRow};
 use oprelay_normalizer::lookup_files::{self, ParsedFile};
 
+use clap::Subcommand;
+use oprelay_bus::Need;
+use oprelay_service::config::Config;
+
+use crate::args::parse_kind;
+use crate::connect::{connect_read_only, connect_to_write};
 use crate::output::{json, table, Output};
 
 /// Parses every file first: one bad file stops the import before anything is written.
@@ -172,4 +178,56 @@ pub async fn get(bus: &Bus, uuid: &str, output: Output) -> anyhow::Result<ExitCo
     }
     print_rows(&rows, output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum LookupsCommand {
+    /// Import `op item|vault|user|group list --format json` output, or Panther-style CSV / JSON
+    /// Lines (`uuid,title[,updatedAt]`). Every file is validated before anything is written.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// What the rows name, when the format cannot tell (CSV and JSON Lines default to item).
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<LookupKind>,
+        /// Validate and report, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Every row, or those of one kind.
+    List {
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<LookupKind>,
+    },
+    /// The rows for one UUID.
+    Get { uuid: String },
+}
+
+/// Runs one `oprelay lookups …` command.
+pub async fn command(
+    cmd: LookupsCommand,
+    cfg: &Config,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LookupsCommand::Import {
+            files,
+            kind,
+            dry_run,
+        } => {
+            let parsed = parse_files(&files, kind)?;
+            let bus = if dry_run {
+                None
+            } else {
+                Some(connect_to_write(cfg, &[Need::Bucket(names::BUCKET_LOOKUPS)]).await?)
+            };
+            import(bus.as_ref(), &parsed).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LookupsCommand::List { kind } => {
+            list(&connect_read_only(cfg).await?, kind, output).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        LookupsCommand::Get { uuid } => get(&connect_read_only(cfg).await?, &uuid, output).await,
+    }
 }

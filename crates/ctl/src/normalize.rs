@@ -18,6 +18,12 @@ use oprelay_normalizer::lookup::LookupIndex;
 use oprelay_normalizer::normalize::{normalize_record, PageContext, RejectReason, Source};
 use oprelay_service::config::OutputFormat;
 
+use oprelay_events::LookupKind;
+use oprelay_service::config::Config;
+
+use crate::args::{parse_feed, parse_format, parse_kind};
+use crate::connect::connect_read_only;
+
 /// Exit code when every input was read but some records were rejected.
 pub const EXIT_REJECTED: u8 = 3;
 
@@ -280,4 +286,68 @@ impl Job<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// `oprelay normalize`: its arguments.
+#[derive(clap::Args)]
+pub struct NormalizeArgs {
+    /// Input files; standard input when none.
+    pub files: Vec<PathBuf>,
+    /// The feed of every event; told from each event's fields when absent.
+    #[arg(long, value_parser = parse_feed)]
+    pub feed: Option<Feed>,
+    /// The account the events belong to (sets p_source_id; its label and source_id come
+    /// from the config's [[accounts]] when it is there).
+    #[arg(long)]
+    pub account: String,
+    /// p_source_label, overriding the config.
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Lookup files to enrich from, in any format `oprelay lookups import` reads.
+    #[arg(long, num_args = 1..)]
+    pub lookups: Vec<PathBuf>,
+    /// What the rows of CSV / JSON Lines lookup files name (default item).
+    #[arg(long, value_parser = parse_kind)]
+    pub lookups_kind: Option<LookupKind>,
+    /// Also enrich from the live OP_LOOKUPS bucket.
+    #[arg(long)]
+    pub nats: bool,
+    /// panther (the pipeline's record), raw (the original event) or ecs.
+    #[arg(long, default_value = "panther", value_parser = parse_format)]
+    pub format: OutputFormat,
+    /// Write every rejected record (one per line) to this file.
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+}
+
+/// Runs `oprelay normalize`: builds the lookup index from the files (and the live bucket with
+/// `--nats`), then normalizes on a blocking thread.
+pub async fn command(args: NormalizeArgs, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let configured = cfg
+        .accounts
+        .iter()
+        .find(|a| a.name.as_str() == args.account);
+    let source = Source::for_account(
+        &args.account,
+        configured.and_then(|a| a.source_id.as_deref()),
+        args.label.as_deref().or(configured.map(|a| a.label())),
+    );
+    let mut rows = Vec::new();
+    for (_, parsed) in crate::lookups::parse_files(&args.lookups, args.lookups_kind)? {
+        rows.extend(parsed.rows);
+    }
+    if args.nats {
+        let bus = connect_read_only(cfg).await?;
+        rows.extend(crate::lookups::all_rows(&bus).await?);
+    }
+    let index = index_of(rows);
+    let opts = Options {
+        files: args.files,
+        feed: args.feed,
+        source,
+        account: args.account,
+        format: args.format,
+        rejects: args.rejects,
+    };
+    tokio::task::spawn_blocking(move || run(opts, index)).await?
 }
