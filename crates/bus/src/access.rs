@@ -27,9 +27,13 @@ use oprelay_events::names;
 /// A NATS user of an oprelay deployment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Publishes raw pages; owns cursors, leases and status rows.
     Fetcher,
+    /// Consumes raw pages; publishes records and normalize dead letters.
     Normalizer,
+    /// Consumes its sinks' records; publishes forward dead letters.
     Forwarder,
+    /// Reads what it watches; publishes alarms; owns its lease and `OP_HEALTH`.
     Healthwatch,
     /// `oprelay` in an operator's hands: provisioning, lookups, the DLQ, status.
     Operator,
@@ -38,6 +42,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Every role, services first.
     pub const ALL: [Role; 6] = [
         Role::Fetcher,
         Role::Normalizer,
@@ -47,6 +52,7 @@ impl Role {
         Role::Subscriber,
     ];
 
+    /// The role's short name: `fetcher`, …
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Fetcher => "fetcher",
@@ -80,8 +86,11 @@ pub fn inbox_prefix(user: &str) -> String {
 /// Subjects a user may publish to and subscribe to; `deny` wins over `allow`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Permissions {
+    /// Subjects it may publish to.
     pub publish: Vec<String>,
+    /// Subjects it may not publish to, even where `publish` allows.
     pub publish_deny: Vec<String>,
+    /// Subjects it may subscribe to.
     pub subscribe: Vec<String>,
 }
 

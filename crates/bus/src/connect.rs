@@ -13,13 +13,19 @@ use crate::error::BusError;
 /// the URL without credentials.
 #[derive(Clone, Default)]
 pub struct NatsSettings {
+    /// One URL, or several separated by commas (the servers of a cluster).
     pub url: String,
+    /// User and password authentication: the user.
     pub user: Option<String>,
+    /// Its password, read from a file or variable by the caller.
     pub password: Option<Secret>,
+    /// A `.creds` file (JWT and NKey) instead of user and password.
     pub creds_file: Option<PathBuf>,
     /// A CA bundle to trust instead of the system roots; turns TLS on.
     pub tls_ca: Option<PathBuf>,
+    /// A client certificate, for servers that verify clients.
     pub tls_cert: Option<PathBuf>,
+    /// Its key.
     pub tls_key: Option<PathBuf>,
     /// Shown in the server's connection list (`nats server report connections`).
     pub client_name: Option<String>,

@@ -2,6 +2,8 @@
 //! dedup id and W3C trace context and wait for the JetStream ack, and read and write JSON in KV
 //! buckets with compare-and-set.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod backoff;
 mod connect;
@@ -30,13 +32,18 @@ pub use topology::{ConsumerSpec, Topology};
 /// within the stream's duplicate window and the second is dropped by the server.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
+    /// Where it goes.
     pub subject: String,
+    /// Its dedup id (`Nats-Msg-Id`).
     pub msg_id: String,
+    /// Headers besides the dedup id and trace context, which `publish` adds.
     pub headers: HeaderMap,
+    /// The body.
     pub payload: Bytes,
 }
 
 impl Outgoing {
+    /// A message with no headers yet.
     pub fn new(
         subject: impl Into<String>,
         msg_id: impl Into<String>,
@@ -50,6 +57,7 @@ impl Outgoing {
         }
     }
 
+    /// The message with one more header.
     pub fn header(mut self, name: &str, value: impl ToString) -> Self {
         self.headers.insert(name, value.to_string());
         self
@@ -68,6 +76,7 @@ pub fn header_value<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'
 /// What JetStream said about a publish.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
+    /// The stream sequence it was stored under (or was stored under before, for a duplicate).
     pub sequence: u64,
     /// The server already had this `Nats-Msg-Id` and stored nothing.
     pub duplicate: bool,
@@ -76,7 +85,9 @@ pub struct Published {
 /// A value read from a KV bucket with the revision to compare-and-set against.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned<T> {
+    /// The value.
     pub value: T,
+    /// The revision it was stored under.
     pub revision: u64,
 }
 
@@ -88,19 +99,23 @@ pub struct Bus {
 }
 
 impl Bus {
+    /// Connects (see [`connect`]) and opens JetStream.
     pub async fn connect(settings: &NatsSettings) -> Result<Bus, BusError> {
         Ok(Bus::from_client(connect(settings).await?))
     }
 
+    /// A bus over a client connected elsewhere.
     pub fn from_client(client: async_nats::Client) -> Bus {
         let js = jetstream::new(client.clone());
         Bus { client, js }
     }
 
+    /// The NATS client, for core NATS (flushes, server info).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
 
+    /// The JetStream context, for streams and consumers.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
@@ -115,6 +130,7 @@ impl Bus {
         max - (16 * 1024).min(max / 4)
     }
 
+    /// Whether the client is connected now (it reconnects on its own when not).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
@@ -180,6 +196,7 @@ impl Bus {
         })
     }
 
+    /// Opens KV bucket `bucket`.
     pub async fn kv(&self, bucket: &str) -> Result<kv::Store, BusError> {
         self.js
             .get_key_value(bucket)
@@ -201,6 +218,7 @@ pub struct JsonKv {
 }
 
 impl JsonKv {
+    /// Opens KV bucket `bucket` for JSON values.
     pub async fn open(bus: &Bus, bucket: &str) -> Result<JsonKv, BusError> {
         Ok(JsonKv {
             store: bus.kv(bucket).await?,
@@ -208,6 +226,7 @@ impl JsonKv {
         })
     }
 
+    /// The underlying store, for listing keys and watching.
     pub fn store(&self) -> &kv::Store {
         &self.store
     }

@@ -38,6 +38,7 @@ pub enum Mode {
 pub struct Step {
     /// `stream OP_RAW`, `bucket OP_CURSORS`, `consumer normalizer on OP_RAW`.
     pub object: String,
+    /// What happened to it.
     pub action: Action,
     /// The differences applied (or to apply), in words: `replicas 1 → 3`.
     pub changes: Vec<String>,
@@ -45,10 +46,14 @@ pub struct Step {
     pub held_back: Vec<String>,
 }
 
+/// What provisioning does to one object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// It did not exist.
     Create,
+    /// It differed from the configuration.
     Update,
+    /// It is as configured.
     Unchanged,
 }
 
@@ -84,7 +89,9 @@ impl fmt::Display for Step {
 /// Something a service uses, for [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Need {
+    /// A stream, by name.
     Stream(&'static str),
+    /// A KV bucket, by name.
     Bucket(&'static str),
     /// A durable consumer of the topology, by name; checked against its configuration too.
     Consumer(String),

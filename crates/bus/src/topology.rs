@@ -14,15 +14,22 @@ use oprelay_events::names;
 pub struct Topology {
     /// Replicas of every stream and bucket: 1 for a single server, 3 for a cluster.
     pub replicas: usize,
+    /// How long raw pages stay: the window in which they can be normalized again.
     pub raw_max_age: Duration,
+    /// How long records stay: the longest a sink may be down without losing any.
     pub events_max_age: Duration,
+    /// How long dead letters stay.
     pub dlq_max_age: Duration,
+    /// How long alarm state changes stay.
     pub alarms_max_age: Duration,
     /// Size limits per stream (`None`: only the age limit). When a stream is full its oldest
     /// messages go first, so the limit must leave room for the slowest consumer's backlog.
     pub raw_max_bytes: Option<u64>,
+    /// `OP_EVENTS`'s size limit.
     pub events_max_bytes: Option<u64>,
+    /// `OP_DLQ`'s size limit.
     pub dlq_max_bytes: Option<u64>,
+    /// `OP_ALARMS`'s size limit.
     pub alarms_max_bytes: Option<u64>,
     /// How long JetStream remembers a `Nats-Msg-Id`. A page re-fetched after a crash is
     /// dropped as a duplicate if it arrives within this window; it must outlast a restart.
@@ -37,13 +44,16 @@ pub struct Topology {
 /// A durable pull consumer oprelay owns.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsumerSpec {
+    /// The stream it reads.
     pub stream: String,
+    /// Its durable name.
     pub durable: String,
     /// Subjects it takes; empty: the whole stream.
     pub filters: Vec<String>,
 }
 
 impl ConsumerSpec {
+    /// The normalizer's consumer: all of `OP_RAW`, shared by every replica.
     pub fn normalizer() -> ConsumerSpec {
         ConsumerSpec {
             stream: names::STREAM_RAW.to_owned(),

@@ -8,12 +8,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// One of the three event streams an account offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Feed {
+    /// `signin_attempts`: every attempt to sign in, successful or not.
     SignInAttempts,
+    /// `item_usages`: every time an item in a shared vault was used.
     ItemUsages,
+    /// `audit_events`: every change to the account, its members, vaults and groups.
     AuditEvents,
 }
 
 impl Feed {
+    /// Every feed, in the order they are polled and listed.
     pub const ALL: [Feed; 3] = [Feed::SignInAttempts, Feed::ItemUsages, Feed::AuditEvents];
 
     /// The name in subjects, keys and config: `signin_attempts`, `item_usages`, `audit_events`.
@@ -34,10 +38,12 @@ impl Feed {
         }
     }
 
+    /// The feed of an endpoint or token feature name.
     pub fn from_api_name(name: &str) -> Option<Feed> {
         Feed::ALL.into_iter().find(|f| f.api_name() == name)
     }
 
+    /// The Panther log type of its records.
     pub fn log_type(self) -> LogType {
         match self {
             Feed::SignInAttempts => LogType::SignInAttempt,
@@ -53,6 +59,7 @@ impl fmt::Display for Feed {
     }
 }
 
+/// A feed name that is none of the three.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown feed `{0}` (expected signin_attempts, item_usages or audit_events)")]
 pub struct UnknownFeed(pub String);
@@ -97,12 +104,16 @@ impl<'de> Deserialize<'de> for Feed {
 /// Panther's log type names, which rules and data-lake tables are keyed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogType {
+    /// `OnePassword.SignInAttempt`.
     SignInAttempt,
+    /// `OnePassword.ItemUsage`.
     ItemUsage,
+    /// `OnePassword.AuditEvent`.
     AuditEvent,
 }
 
 impl LogType {
+    /// Panther's name, the value of `p_log_type`.
     pub fn as_str(self) -> &'static str {
         match self {
             LogType::SignInAttempt => "OnePassword.SignInAttempt",
@@ -111,6 +122,7 @@ impl LogType {
         }
     }
 
+    /// The feed whose records have this log type.
     pub fn feed(self) -> Feed {
         match self {
             LogType::SignInAttempt => Feed::SignInAttempts,
@@ -152,11 +164,13 @@ impl<'de> Deserialize<'de> for LogType {
 #[serde(transparent)]
 pub struct AccountName(String);
 
+/// An account name that cannot be one (see [`AccountName`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("account name `{0}` is not 1–32 characters of a-z, 0-9, `_` or `-` (it is used in NATS subjects), nor `pipeline` (kept for the pipeline's own alarms)")]
 pub struct InvalidAccountName(pub String);
 
 impl AccountName {
+    /// Checks `name` and makes it an account name.
     pub fn new(name: &str) -> Result<Self, InvalidAccountName> {
         let ok = (1..=32).contains(&name.len())
             && name
@@ -170,6 +184,7 @@ impl AccountName {
         }
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

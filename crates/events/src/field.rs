@@ -20,6 +20,7 @@ pub enum Field<T> {
 }
 
 impl<T> Field<T> {
+    /// Whether the key was left out (then it is left out again when serialized).
     pub fn is_absent(&self) -> bool {
         matches!(self, Field::Absent)
     }
@@ -32,6 +33,7 @@ impl<T> Field<T> {
         }
     }
 
+    /// The value, treating absent and null alike, by value.
     pub fn into_option(self) -> Option<T> {
         match self {
             Field::Present(v) => Some(v),

@@ -4,13 +4,17 @@
 //! Pure data: serde and time, no I/O, so every service, the CLI and the simulator agree on one
 //! definition of each shape.
 
+#![warn(missing_docs)]
+
 mod alarm;
 mod feed;
 mod field;
+/// Every subject, stream, bucket, key and header name.
 pub mod names;
 mod onepassword;
 mod open_enum;
 mod record;
+/// The JSON Schemas generated from these types, for `docs/schemas/`.
 pub mod schemas;
 mod secret;
 mod status;

@@ -4,25 +4,36 @@
 use crate::alarm::{AlarmKind, AlarmScope};
 use crate::feed::{AccountName, Feed};
 
+/// Raw API pages, as fetched: `op.raw.{account}.{feed}`.
 pub const STREAM_RAW: &str = "OP_RAW";
+/// Normalized records, and replays to one sink: `op.events.…`, `op.replay.…`.
 pub const STREAM_EVENTS: &str = "OP_EVENTS";
+/// What a stage could not process: `op.dlq.{stage}.…`.
 pub const STREAM_DLQ: &str = "OP_DLQ";
+/// Every alarm state change: `op.alarms.…`.
 pub const STREAM_ALARMS: &str = "OP_ALARMS";
 
+/// Each feed's API cursor, key `{account}.{feed}`.
 pub const BUCKET_CURSORS: &str = "OP_CURSORS";
+/// Feed leases, replica heartbeats, request budgets and healthwatch's lease.
 pub const BUCKET_LEASES: &str = "OP_LEASES";
+/// The fetcher's last poll per feed, key `fetch.{account}.{feed}`.
 pub const BUCKET_STATUS: &str = "OP_STATUS";
+/// UUID → name rows, key `{kind}.{uuid}`.
 pub const BUCKET_LOOKUPS: &str = "OP_LOOKUPS";
 /// healthwatch's alarm states, so a restart neither re-notifies nor forgets an open alarm.
 pub const BUCKET_HEALTH: &str = "OP_HEALTH";
 
 /// Subject filters each stream captures.
 pub const SUBJECTS_RAW: &str = "op.raw.>";
+/// What `OP_EVENTS` captures besides replays.
 pub const SUBJECTS_EVENTS: &str = "op.events.>";
 /// Records replayed from the DLQ to the one sink that refused them; kept in `OP_EVENTS` beside
 /// the records themselves, outside `op.events.>` so subscribers and other sinks never see them.
 pub const SUBJECTS_REPLAY: &str = "op.replay.>";
+/// What `OP_DLQ` captures.
 pub const SUBJECTS_DLQ: &str = "op.dlq.>";
+/// What `OP_ALARMS` captures.
 pub const SUBJECTS_ALARMS: &str = "op.alarms.>";
 
 /// The normalizer's durable pull consumer on `OP_RAW`, shared by all its replicas.
@@ -127,11 +138,17 @@ pub fn parse_feed_subject<'a>(subject: &'a str, kind: &str) -> Option<(&'a str, 
     Some((account, feed.parse().ok()?))
 }
 
+/// The headers oprelay writes on its messages.
 pub mod header {
+    /// Every message: its dedup id, so JetStream stores a repeat once.
     pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// Every message about a feed: the account.
     pub const ACCOUNT: &str = "Oprelay-Account";
+    /// Every message about a feed: the feed.
     pub const FEED: &str = "Oprelay-Feed";
+    /// W3C trace context: the trace the message belongs to.
     pub const TRACEPARENT: &str = "traceparent";
+    /// W3C trace context: vendor state, passed on.
     pub const TRACESTATE: &str = "tracestate";
     /// Raw pages: when the fetcher received the page (RFC 3339).
     pub const FETCHED_AT: &str = "Oprelay-Fetched-At";
@@ -158,9 +175,11 @@ pub mod schema {
 
     /// `op.raw.…`: a page of the Events API as received (or a part of one).
     pub const RAW_PAGE: &str = "oprelay.raw-page.v1";
-    /// `op.events.…`: normalized records, one per line.
+    /// `op.events.…signin_attempts`: normalized records, one per line (so are the other two).
     pub const SIGN_IN_ATTEMPT: &str = "onepassword.signinattempt.v1";
+    /// `op.events.…item_usages`.
     pub const ITEM_USAGE: &str = "onepassword.itemusage.v1";
+    /// `op.events.…audit_events`.
     pub const AUDIT_EVENT: &str = "onepassword.auditevent.v1";
     /// `op.dlq.…`: what a stage could not process, as it was; the headers say why.
     pub const DEAD_LETTER: &str = "oprelay.dead-letter.v1";

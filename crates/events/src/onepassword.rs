@@ -22,16 +22,22 @@ pub type Extra = Map<String, Value>;
 /// `user_type` and `user_account_uuid` for MSP accounts.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct User {
+    /// The user's UUID.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub uuid: Field<String>,
+    /// The name shown in 1Password.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub name: Field<String>,
+    /// The email address the user signs in with.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub email: Field<String>,
+    /// v2: `user` or `external_user` (a user of another account, MSP).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub user_type: Field<UserType>,
+    /// v2: the account the user belongs to.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub user_account_uuid: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -39,20 +45,28 @@ pub struct User {
 /// The app that produced a sign-in or item usage. `app_version` is a string in the API.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Client {
+    /// The 1Password app, e.g. `1Password for Mac`, `1Password Browser Extension`.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub app_name: Field<String>,
+    /// Its version, as a string.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub app_version: Field<String>,
+    /// The browser or runtime the app ran in, when it says.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub platform_name: Field<String>,
+    /// Its version.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub platform_version: Field<String>,
+    /// The operating system.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub os_name: Field<String>,
+    /// Its version.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub os_version: Field<String>,
+    /// The address the request came from.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub ip_address: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -60,16 +74,22 @@ pub struct Client {
 /// Geolocation of the client IP. `country` is a code in some samples and a name in others.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Location {
+    /// Country of the client address.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub country: Field<String>,
+    /// Region or state.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub region: Field<String>,
+    /// City.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub city: Field<String>,
+    /// Approximate latitude.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub latitude: Field<f64>,
+    /// Approximate longitude.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub longitude: Field<f64>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -77,14 +97,19 @@ pub struct Location {
 /// The session an audit event happened in.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Session {
+    /// The session's UUID.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub uuid: Field<String>,
+    /// When the session began.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub login_time: Field<Timestamp>,
+    /// The device the session runs on.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub device_uuid: Field<String>,
+    /// The address the session came from.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub ip: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -92,8 +117,10 @@ pub struct Session {
 /// `SignInAttempt.details`, e.g. the continent a firewall rule blocked.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Details {
+    /// The detail, e.g. the blocked country or continent.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub value: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -101,29 +128,40 @@ pub struct Details {
 /// `POST /api/v{1,2}/signinattempts` items.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SignInAttempt {
+    /// The attempt's UUID: oprelay's `p_row_id` derives from it.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub uuid: Field<String>,
+    /// The session the attempt opened or tried to open.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub session_uuid: Field<String>,
+    /// When it happened (`p_event_time`).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub timestamp: Field<Timestamp>,
+    /// How it ended: `success`, `credentials_failed`, `mfa_failed`, `firewall_failed`, …
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub category: Field<SignInCategory>,
+    /// `type` on the wire: the detail of `category`, e.g. `password_secret_bad`.
     #[serde(default, skip_serializing_if = "Field::is_absent", rename = "type")]
     pub kind: Field<SignInType>,
+    /// v1: the country of the client address.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub country: Field<String>,
+    /// More about a firewall or policy outcome.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub details: Field<Details>,
+    /// Who tried to sign in.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub target_user: Field<User>,
+    /// The app that tried.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub client: Field<Client>,
+    /// Where the attempt came from.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub location: Field<Location>,
     /// v2, MSP accounts only: the account where the sign-in happened.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub account_uuid: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -131,27 +169,37 @@ pub struct SignInAttempt {
 /// `POST /api/v{1,2}/itemusages` items.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemUsage {
+    /// The usage's UUID: oprelay's `p_row_id` derives from it.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub uuid: Field<String>,
+    /// When it happened (`p_event_time`).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub timestamp: Field<Timestamp>,
+    /// The item version that was used.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub used_version: Field<i64>,
+    /// The vault holding the item (enriched with the vault's name).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub vault_uuid: Field<String>,
+    /// The item (enriched with its title).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub item_uuid: Field<String>,
+    /// What was done: `fill`, `reveal`, `secure-copy`, `share`, …
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub action: Field<ItemUsageAction>,
+    /// Who used it.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub user: Field<User>,
+    /// The app it was used in.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub client: Field<Client>,
+    /// Where from.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub location: Field<Location>,
     /// v2, MSP accounts only.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub account_uuid: Field<String>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -159,12 +207,16 @@ pub struct ItemUsage {
 /// `POST /api/v{1,2}/auditevents` items.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
+    /// The event's UUID: oprelay's `p_row_id` derives from it.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub uuid: Field<String>,
+    /// When it happened (`p_event_time`).
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub timestamp: Field<Timestamp>,
+    /// Who acted.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub actor_uuid: Field<String>,
+    /// The actor's name and email.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub actor_details: Field<User>,
     /// v2: `user` or `external_user` (MSP).
@@ -176,26 +228,37 @@ pub struct AuditEvent {
     /// v2: the account where the action was performed.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub account_uuid: Field<String>,
+    /// What was done: `join`, `create`, `update`, `delete`, `grant`, …
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub action: Field<AuditAction>,
+    /// What it was done to: `user`, `vault`, `group`, `item`, …
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub object_type: Field<AuditObjectType>,
+    /// The object it was done to.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub object_uuid: Field<String>,
+    /// The object's name and email, when it is a person.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub object_details: Field<User>,
+    /// An auxiliary number whose meaning depends on the action.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub aux_id: Field<i64>,
+    /// An auxiliary object, e.g. the vault of a grant.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub aux_uuid: Field<String>,
+    /// The auxiliary object's name and email, when it is a person.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub aux_details: Field<User>,
+    /// Auxiliary text whose meaning depends on the action.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub aux_info: Field<String>,
+    /// The session the action was taken in.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub session: Field<Session>,
+    /// Where from.
     #[serde(default, skip_serializing_if = "Field::is_absent")]
     pub location: Field<Location>,
+    /// Keys this version does not know, kept as sent.
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -221,14 +284,20 @@ pub struct Page<T> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CursorRequest {
+    /// Continue where the last page ended.
     Cursor {
+        /// The `cursor` of the last page.
         cursor: String,
     },
+    /// Start (over) from a time, with a page size.
     Reset {
+        /// Events per page, 1 to 1000.
         #[serde(skip_serializing_if = "Option::is_none")]
         limit: Option<u32>,
+        /// RFC 3339; the API's default is an hour ago.
         #[serde(skip_serializing_if = "Option::is_none")]
         start_time: Option<String>,
+        /// RFC 3339; open-ended when absent.
         #[serde(skip_serializing_if = "Option::is_none")]
         end_time: Option<String>,
     },
@@ -237,8 +306,11 @@ pub enum CursorRequest {
 /// `GET /api/v2/auth/introspect`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Introspection {
+    /// The token's UUID.
     pub uuid: String,
+    /// When the token was issued.
     pub issued_at: String,
+    /// The feeds the token may read: `signinattempts`, `itemusages`, `auditevents`.
     pub features: Vec<String>,
     /// Added in spec 1.4.1; older servers leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,10 +320,13 @@ pub struct Introspection {
 /// `GET /api/auth/introspect`, the deprecated v1 shape with capitalised keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IntrospectionV1 {
+    /// The token's UUID.
     #[serde(rename = "UUID")]
     pub uuid: String,
+    /// When the token was issued.
     #[serde(rename = "IssuedAt")]
     pub issued_at: String,
+    /// The feeds the token may read.
     #[serde(rename = "Features")]
     pub features: Vec<String>,
 }
@@ -273,20 +348,29 @@ impl From<IntrospectionV1> for Introspection {
 pub enum ApiError {
     /// Spec 1.2 and what servers were seen sending: `{"Error":{"Message":"Bad Request"}}`.
     Legacy {
+        /// `Error` on the wire.
         #[serde(rename = "Error")]
         error: LegacyErrorBody,
     },
     /// Spec 1.4.1: `{"status":401,"message":"…"}`.
-    Current { status: u16, message: String },
+    Current {
+        /// The HTTP status, repeated.
+        status: u16,
+        /// The reason, in words.
+        message: String,
+    },
 }
 
+/// The inside of the legacy error body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LegacyErrorBody {
+    /// The reason, in words.
     #[serde(rename = "Message")]
     pub message: String,
 }
 
 impl ApiError {
+    /// The reason, whichever shape carried it.
     pub fn message(&self) -> &str {
         match self {
             ApiError::Legacy { error } => &error.message,

@@ -14,7 +14,7 @@ macro_rules! open_enum {
         $(#[$meta])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash)]
         pub enum $name {
-            $($(#[$vmeta])* $variant,)*
+            $($(#[$vmeta])* #[doc = concat!("`", $text, "` on the wire.")] $variant,)*
             /// A value this version of oprelay does not know, kept verbatim.
             Other(String),
         }
@@ -23,6 +23,7 @@ macro_rules! open_enum {
             /// Every documented value, in documentation order.
             pub const KNOWN: &'static [&'static str] = &[$($text,)*];
 
+            /// The value as 1Password spells it.
             pub fn as_str(&self) -> &str {
                 match self {
                     $(Self::$variant => $text,)*
@@ -30,6 +31,7 @@ macro_rules! open_enum {
                 }
             }
 
+            /// Whether it is one of [`Self::KNOWN`], not an [`Other`](Self::Other).
             pub fn is_known(&self) -> bool {
                 !matches!(self, Self::Other(_))
             }

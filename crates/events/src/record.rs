@@ -15,6 +15,7 @@ pub const ENRICHMENT_TABLE: &str = "1Password Translation";
 /// Panther's standard fields, added beside the original event's fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PantherFields {
+    /// `OnePassword.SignInAttempt`, `OnePassword.ItemUsage` or `OnePassword.AuditEvent`.
     pub p_log_type: LogType,
     /// UTC, `YYYY-MM-DD HH:MM:SS.fffffffff`.
     pub p_event_time: String,
@@ -22,12 +23,17 @@ pub struct PantherFields {
     pub p_parse_time: String,
     /// Lower-case hex, deterministic from log type and event uuid, so a replay keeps its id.
     pub p_row_id: String,
+    /// A stable UUID per configured account.
     pub p_source_id: String,
+    /// The account's label (its name unless configured).
     pub p_source_label: String,
+    /// Every valid IP address in the event, de-duplicated and sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub p_any_ip_addresses: Vec<String>,
+    /// Every valid email address in the event, de-duplicated and sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub p_any_emails: Vec<String>,
+    /// The lookup rows that matched the event's UUIDs, when any did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_enrichment: Option<Enrichment>,
 }
@@ -38,7 +44,9 @@ pub type Enrichment = BTreeMap<String, BTreeMap<String, EnrichmentRow>>;
 /// A normalized record: the original event, every key kept, plus [`PantherFields`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
+    /// 1Password's event, every key as sent.
     pub event: Map<String, Value>,
+    /// The fields oprelay adds.
     pub panther: PantherFields,
 }
 
@@ -94,13 +102,18 @@ impl<'de> Deserialize<'de> for Record {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum LookupKind {
+    /// An item: its title.
     Item,
+    /// A vault: its name.
     Vault,
+    /// A user: name and email.
     User,
+    /// A group: its name.
     Group,
 }
 
 impl LookupKind {
+    /// Every kind.
     pub const ALL: [LookupKind; 4] = [
         LookupKind::Item,
         LookupKind::Vault,
@@ -108,6 +121,7 @@ impl LookupKind {
         LookupKind::Group,
     ];
 
+    /// The name in keys, files and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             LookupKind::Item => "item",
@@ -142,18 +156,22 @@ pub enum LookupSource {
 pub struct LookupRow {
     /// The 1Password UUID the row names.
     pub uuid: String,
+    /// What the UUID names.
     pub kind: LookupKind,
     /// The display name whatever the kind: an item's title, a vault's, group's or user's name.
     pub title: String,
+    /// A user's email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     /// When the named object last changed, if the source said; RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// Imported by an operator, or learned from the stream.
     pub source: LookupSource,
 }
 
 impl LookupRow {
+    /// Its key in `OP_LOOKUPS`: `{kind}.{uuid}`.
     pub fn key(&self) -> String {
         format!("{}.{}", self.kind, self.uuid)
     }
@@ -162,18 +180,26 @@ impl LookupRow {
 /// A lookup row as it appears in `p_enrichment`, with the value it matched.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrichmentRow {
+    /// The UUID the row names.
     pub uuid: String,
+    /// What it names.
     pub kind: LookupKind,
+    /// Its display name.
     pub title: String,
+    /// When the named object last changed, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// A user's email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    /// Imported or learned.
     pub source: LookupSource,
+    /// The event's value that matched (Panther's convention).
     pub p_match: String,
 }
 
 impl EnrichmentRow {
+    /// The row as it appears in an event whose `p_match` matched it.
     pub fn matched(row: &LookupRow, p_match: &str) -> Self {
         EnrichmentRow {
             uuid: row.uuid.clone(),

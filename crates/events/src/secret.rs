@@ -8,10 +8,12 @@ use std::fmt;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
+    /// The value itself: for the request that needs it, nowhere else.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -17,6 +17,7 @@ pub struct CursorState {
     /// first seen so a restart repeats the very same request (and JetStream drops the repeat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// When the cursor was last written.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// Pages published since the cursor was first written.

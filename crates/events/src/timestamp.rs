@@ -18,9 +18,11 @@ pub struct Timestamp {
     instant: OffsetDateTime,
 }
 
+/// A timestamp that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{value}` is not an RFC 3339 timestamp (expected e.g. 2024-12-02T11:54:19.710457472Z)")]
 pub struct TimestampError {
+    /// The text as it was.
     pub value: String,
 }
 
@@ -45,10 +47,12 @@ impl Timestamp {
         Timestamp { raw, instant }
     }
 
+    /// The text exactly as 1Password sent it.
     pub fn as_str(&self) -> &str {
         &self.raw
     }
 
+    /// The instant it denotes.
     pub fn instant(&self) -> OffsetDateTime {
         self.instant
     }
