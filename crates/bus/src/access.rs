@@ -151,87 +151,105 @@ pub fn permissions(role: Role, sinks: &[String]) -> Permissions {
         ..Default::default()
     };
     match role {
-        Role::Fetcher => {
-            p.publish([
-                names::SUBJECTS_RAW.to_owned(),
-                "op.dlq.fetch.>".to_owned(),
-                stream_info(names::STREAM_RAW),
-                stream_info(names::STREAM_DLQ),
-                kv_write(names::BUCKET_CURSORS, ">"),
-                kv_write(names::BUCKET_LEASES, ">"),
-                kv_write(names::BUCKET_STATUS, "fetch.>"),
-            ])
-            .publish(kv_read(names::BUCKET_CURSORS))
-            .publish(kv_read(names::BUCKET_LEASES))
-            .publish(kv_read(names::BUCKET_STATUS));
-        }
-        Role::Normalizer => {
-            p.publish([
-                names::SUBJECTS_EVENTS.to_owned(),
-                "op.dlq.normalize.>".to_owned(),
-                stream_info(names::STREAM_RAW),
-                stream_info(names::STREAM_EVENTS),
-                stream_info(names::STREAM_DLQ),
-            ])
-            .publish(consume(names::STREAM_RAW, names::CONSUMER_NORMALIZER))
-            .publish(kv_read(names::BUCKET_LOOKUPS));
-        }
-        Role::Forwarder => {
-            p.publish([
-                "op.dlq.forward.>".to_owned(),
-                stream_info(names::STREAM_EVENTS),
-                stream_info(names::STREAM_DLQ),
-            ]);
-            for sink in sinks {
-                p.publish(consume(names::STREAM_EVENTS, &names::sink_consumer(sink)));
-            }
-        }
-        Role::Healthwatch => {
-            p.publish([
-                names::SUBJECTS_ALARMS.to_owned(),
-                stream_info(names::STREAM_EVENTS),
-                stream_info(names::STREAM_DLQ),
-                stream_info(names::STREAM_ALARMS),
-                // Sink backlogs: consumer info is read-only.
-                format!("$JS.API.CONSUMER.INFO.{}.*", names::STREAM_EVENTS),
-                kv_write(names::BUCKET_HEALTH, ">"),
-                // Its own lease only; the fetchers' leases are theirs.
-                kv_write(names::BUCKET_LEASES, "_healthwatch"),
-            ])
-            .publish(read_messages(names::STREAM_EVENTS))
-            .publish(kv_read(names::BUCKET_HEALTH))
-            .publish(kv_read(names::BUCKET_STATUS))
-            .publish(kv_read(names::BUCKET_LEASES));
-        }
-        Role::Operator => {
-            p.publish(["op.>", "$KV.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>"].map(str::to_owned));
-        }
-        Role::Subscriber => {
-            let events = names::STREAM_EVENTS;
-            p.publish([
-                stream_info(events),
-                format!("$JS.API.CONSUMER.CREATE.{events}.>"),
-                format!("$JS.API.CONSUMER.DURABLE.CREATE.{events}.*"),
-                format!("$JS.API.CONSUMER.INFO.{events}.*"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.{events}.*"),
-                format!("$JS.ACK.{events}.>"),
-                format!("$JS.FC.{events}.>"),
-            ]);
-            // oprelay's own consumers on OP_EVENTS: the subscriber may neither change them nor
-            // take (or acknowledge) their messages.
-            let owned = sinks.iter().map(|s| names::sink_consumer(s));
-            for durable in owned {
-                p.publish_deny.extend([
-                    format!("$JS.API.CONSUMER.CREATE.{events}.{durable}"),
-                    format!("$JS.API.CONSUMER.CREATE.{events}.{durable}.>"),
-                    format!("$JS.API.CONSUMER.DURABLE.CREATE.{events}.{durable}"),
-                    format!("$JS.API.CONSUMER.MSG.NEXT.{events}.{durable}"),
-                    format!("$JS.ACK.{events}.{durable}.>"),
-                ]);
-            }
-        }
+        Role::Fetcher => fetcher(&mut p),
+        Role::Normalizer => normalizer(&mut p),
+        Role::Forwarder => forwarder(&mut p, sinks),
+        Role::Healthwatch => healthwatch(&mut p),
+        Role::Operator => operator(&mut p),
+        Role::Subscriber => subscriber(&mut p, sinks),
     }
     p
+}
+
+/// Raw pages and fetch dead letters; cursors, leases and its status rows.
+fn fetcher(p: &mut Permissions) {
+    p.publish([
+        names::SUBJECTS_RAW.to_owned(),
+        names::dlq_stage_filter("fetch"),
+        stream_info(names::STREAM_RAW),
+        stream_info(names::STREAM_DLQ),
+        kv_write(names::BUCKET_CURSORS, ">"),
+        kv_write(names::BUCKET_LEASES, ">"),
+        kv_write(names::BUCKET_STATUS, "fetch.>"),
+    ])
+    .publish(kv_read(names::BUCKET_CURSORS))
+    .publish(kv_read(names::BUCKET_LEASES))
+    .publish(kv_read(names::BUCKET_STATUS));
+}
+
+/// Its consumer on `OP_RAW`; records and normalize dead letters; lookups, read.
+fn normalizer(p: &mut Permissions) {
+    p.publish([
+        names::SUBJECTS_EVENTS.to_owned(),
+        names::dlq_stage_filter("normalize"),
+        stream_info(names::STREAM_RAW),
+        stream_info(names::STREAM_EVENTS),
+        stream_info(names::STREAM_DLQ),
+    ])
+    .publish(consume(names::STREAM_RAW, names::CONSUMER_NORMALIZER))
+    .publish(kv_read(names::BUCKET_LOOKUPS));
+}
+
+/// Its sinks' consumers on `OP_EVENTS`; forward dead letters.
+fn forwarder(p: &mut Permissions, sinks: &[String]) {
+    p.publish([
+        names::dlq_stage_filter("forward"),
+        stream_info(names::STREAM_EVENTS),
+        stream_info(names::STREAM_DLQ),
+    ]);
+    for sink in sinks {
+        p.publish(consume(names::STREAM_EVENTS, &names::sink_consumer(sink)));
+    }
+}
+
+/// Reads what it watches; writes alarms, `OP_HEALTH` and its own lease.
+fn healthwatch(p: &mut Permissions) {
+    p.publish([
+        names::SUBJECTS_ALARMS.to_owned(),
+        stream_info(names::STREAM_EVENTS),
+        stream_info(names::STREAM_DLQ),
+        stream_info(names::STREAM_ALARMS),
+        // Sink backlogs: consumer info is read-only.
+        format!("$JS.API.CONSUMER.INFO.{}.*", names::STREAM_EVENTS),
+        kv_write(names::BUCKET_HEALTH, ">"),
+        // Its own lease only; the fetchers' leases are theirs.
+        kv_write(names::BUCKET_LEASES, names::LEASE_HEALTHWATCH),
+    ])
+    .publish(read_messages(names::STREAM_EVENTS))
+    .publish(kv_read(names::BUCKET_HEALTH))
+    .publish(kv_read(names::BUCKET_STATUS))
+    .publish(kv_read(names::BUCKET_LEASES));
+}
+
+/// Anything on oprelay's subjects and the JetStream API.
+fn operator(p: &mut Permissions) {
+    p.publish(["op.>", "$KV.>", "$JS.API.>", "$JS.ACK.>", "$JS.FC.>"].map(str::to_owned));
+}
+
+/// Its own consumers on `OP_EVENTS`, never oprelay's.
+fn subscriber(p: &mut Permissions, sinks: &[String]) {
+    let events = names::STREAM_EVENTS;
+    p.publish([
+        stream_info(events),
+        format!("$JS.API.CONSUMER.CREATE.{events}.>"),
+        format!("$JS.API.CONSUMER.DURABLE.CREATE.{events}.*"),
+        format!("$JS.API.CONSUMER.INFO.{events}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{events}.*"),
+        format!("$JS.ACK.{events}.>"),
+        format!("$JS.FC.{events}.>"),
+    ]);
+    // oprelay's own consumers on OP_EVENTS: the subscriber may neither change them nor
+    // take (or acknowledge) their messages.
+    let owned = sinks.iter().map(|s| names::sink_consumer(s));
+    for durable in owned {
+        p.publish_deny.extend([
+            format!("$JS.API.CONSUMER.CREATE.{events}.{durable}"),
+            format!("$JS.API.CONSUMER.CREATE.{events}.{durable}.>"),
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{events}.{durable}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{events}.{durable}"),
+            format!("$JS.ACK.{events}.{durable}.>"),
+        ]);
+    }
 }
 
 fn quoted_list(out: &mut String, items: &[String]) {

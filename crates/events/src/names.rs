@@ -36,6 +36,9 @@ pub const SUBJECTS_DLQ: &str = "op.dlq.>";
 /// What `OP_ALARMS` captures.
 pub const SUBJECTS_ALARMS: &str = "op.alarms.>";
 
+/// healthwatch's lease in `OP_LEASES`: which replica evaluates and notifies.
+pub const LEASE_HEALTHWATCH: &str = "_healthwatch";
+
 /// The normalizer's durable pull consumer on `OP_RAW`, shared by all its replicas.
 pub const CONSUMER_NORMALIZER: &str = "normalizer";
 
@@ -88,6 +91,11 @@ pub fn parse_replay_subject(subject: &str) -> Option<(&str, &str, Feed)> {
 /// names the sink in the `Oprelay-Sink` header).
 pub fn dlq_subject(stage: &str, account: &AccountName, feed: Feed) -> String {
     format!("op.dlq.{stage}.{account}.{feed}")
+}
+
+/// Every dead letter of one stage: what that stage may publish.
+pub fn dlq_stage_filter(stage: &str) -> String {
+    format!("op.dlq.{stage}.>")
 }
 
 /// A dead letter from a stage that cannot tell which account and feed it came from (a

@@ -328,33 +328,14 @@ impl SinkCtx {
                         continue 'segments;
                     }
                     Ok(Outcome::Partial { retry, rejected }) => {
-                        for (j, why) in &rejected {
-                            if let Some(r) = seg.get(*j).map(|i| &batch.records[*i]) {
-                                self.dead_letter(
-                                    r.kept(),
-                                    &r.row_id,
-                                    &r.account,
-                                    r.feed.as_str(),
-                                    why,
-                                    shutdown,
-                                )
-                                .await?;
-                            }
-                        }
-                        let done: Vec<&Record> = seg
-                            .iter()
-                            .enumerate()
-                            .filter(|(j, _)| {
-                                !retry.contains(j) && !rejected.iter().any(|(r, _)| r == j)
-                            })
-                            .map(|(_, i)| &batch.records[*i])
-                            .collect();
-                        self.count_delivered(&done);
-                        delivered += done.len();
-                        if retry.is_empty() {
+                        let (done, left) = self
+                            .settle_partial(batch, &seg, &retry, &rejected, shutdown)
+                            .await?;
+                        delivered += done;
+                        if left.is_empty() {
                             continue 'segments;
                         }
-                        seg = retry.iter().filter_map(|j| seg.get(*j).copied()).collect();
+                        seg = left;
                         tracing::debug!(sink = %self.name, retry = seg.len(), "partial delivery; retrying the rest");
                         self.count_failure("partial");
                         attempt += 1;
@@ -384,6 +365,41 @@ impl SinkCtx {
             }
         }
         Ok((delivered, refused))
+    }
+
+    /// After a partial success: dead-letters the records the SIEM refused by name, counts the
+    /// delivered ones, and returns how many were delivered and the records (batch indexes) to
+    /// send again.
+    async fn settle_partial(
+        &self,
+        batch: &Batch,
+        seg: &[usize],
+        retry: &[usize],
+        rejected: &[(usize, String)],
+        shutdown: &CancellationToken,
+    ) -> Result<(usize, Vec<usize>), Stopped> {
+        for (j, why) in rejected {
+            if let Some(r) = seg.get(*j).map(|i| &batch.records[*i]) {
+                self.dead_letter(
+                    r.kept(),
+                    &r.row_id,
+                    &r.account,
+                    r.feed.as_str(),
+                    why,
+                    shutdown,
+                )
+                .await?;
+            }
+        }
+        let done: Vec<&Record> = seg
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| !retry.contains(j) && !rejected.iter().any(|(r, _)| r == j))
+            .map(|(_, i)| &batch.records[*i])
+            .collect();
+        self.count_delivered(&done);
+        let left = retry.iter().filter_map(|j| seg.get(*j).copied()).collect();
+        Ok((done.len(), left))
     }
 
     fn count_delivered(&self, records: &[&Record]) {

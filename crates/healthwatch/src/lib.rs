@@ -40,7 +40,7 @@ const NEEDS: [Need; 6] = [
 /// Where `/healthz`, `/readyz` and `/metrics` listen unless configured.
 pub const DEFAULT_LISTEN: std::net::SocketAddr = oprelay_service::admin::default_listen(9464);
 /// The lease that makes one replica the evaluator and notifier.
-const LEASE_KEY: &str = "_healthwatch";
+const LEASE_KEY: &str = names::LEASE_HEALTHWATCH;
 
 /// Why healthwatch could not run.
 #[derive(Debug, thiserror::Error)]

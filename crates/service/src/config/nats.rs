@@ -73,6 +73,7 @@ impl Default for NatsConfig {
 }
 
 impl Config {
+    /// The connection: URL, replicas, credentials and TLS files, then the retention.
     pub(super) fn validate_nats(&self) -> Result<(), ConfigError> {
         let n = &self.nats;
         let ok_scheme = ["nats://", "tls://", "ws://", "wss://"]
@@ -120,6 +121,12 @@ impl Config {
                 "tls_cert and tls_key go together",
             ));
         }
+        self.validate_nats_retention()
+    }
+
+    /// The retention, dedup window and ack wait of what is provisioned.
+    fn validate_nats_retention(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
         check_range(
             "nats.ack_wait",
             n.ack_wait,
