@@ -140,6 +140,30 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
         opts = opts.name(name);
     }
     let (url, in_url) = split_credentials(&settings.url);
+    opts = with_credentials(opts, settings, in_url).await?;
+    opts = with_tls(opts, settings)?;
+    // The client takes a list as a list; one string with commas would be read as one URL.
+    let servers: Vec<&str> = url.split(',').collect();
+    opts.connect(servers).await.map_err(|e| {
+        let retryable = matches!(
+            e.kind(),
+            ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
+        );
+        BusError::Connect {
+            url: url.clone(),
+            source: Box::new(e),
+            retryable,
+        }
+    })
+}
+
+/// The user, password, token or creds file to authenticate with: from the settings, or from
+/// the URL when the settings name none.
+async fn with_credentials(
+    mut opts: ConnectOptions,
+    settings: &NatsSettings,
+    in_url: Option<UrlCredentials>,
+) -> Result<ConnectOptions, BusError> {
     // Replies to a named user come under its own prefix, the only inbox its permissions let it
     // read (see `access`).
     let user = match (&settings.user, &in_url) {
@@ -175,6 +199,11 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
             ))
         })?;
     }
+    Ok(opts)
+}
+
+/// The CA to trust and the client certificate to present; either turns TLS on.
+fn with_tls(mut opts: ConnectOptions, settings: &NatsSettings) -> Result<ConnectOptions, BusError> {
     if let Some(ca) = &settings.tls_ca {
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
@@ -191,19 +220,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, BusE
             ))
         }
     }
-    // The client takes a list as a list; one string with commas would be read as one URL.
-    let servers: Vec<&str> = url.split(',').collect();
-    opts.connect(servers).await.map_err(|e| {
-        let retryable = matches!(
-            e.kind(),
-            ConnectErrorKind::Io | ConnectErrorKind::TimedOut | ConnectErrorKind::Dns
-        );
-        BusError::Connect {
-            url: url.clone(),
-            source: Box::new(e),
-            retryable,
-        }
-    })
+    Ok(opts)
 }
 
 #[cfg(test)]
