@@ -13,11 +13,16 @@
 //! in place; a consumer keeps its position when updated.
 
 use std::fmt;
-use std::time::Duration;
 
 use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::{self, consumer, stream};
+
+mod check;
+mod diff;
+
+pub use check::{check, pull_consumer};
+use diff::{consumer_changes, diff_limits, Diff};
 
 use crate::error::BusError;
 use crate::topology::{ConsumerSpec, Topology};
@@ -146,107 +151,6 @@ async fn stream_config(
         }
         Err(e) => Err(provision_error(format!("stream {name}"))(Box::new(e))),
     }
-}
-
-/// The differences between a stream's stored limits and the wanted ones, split into what is
-/// safe to apply and what would delete data. `target` is `have` with the safe changes (and,
-/// if `shrink`, the others) applied.
-struct Diff {
-    target: stream::Config,
-    changes: Vec<String>,
-    shrinks: Vec<String>,
-}
-
-/// `0` (age) and `-1` (bytes, messages) mean "no limit" to JetStream.
-fn age_limit(d: Duration) -> Duration {
-    if d.is_zero() {
-        Duration::MAX
-    } else {
-        d
-    }
-}
-
-fn count_limit(n: i64) -> i64 {
-    if n < 0 {
-        i64::MAX
-    } else {
-        n
-    }
-}
-
-fn shown_bytes(n: i64) -> String {
-    if n < 0 {
-        "unlimited".to_owned()
-    } else {
-        n.to_string()
-    }
-}
-
-fn diff_limits(have: &stream::Config, want: &stream::Config, shrink: bool) -> Diff {
-    let mut d = Diff {
-        target: have.clone(),
-        changes: Vec::new(),
-        shrinks: Vec::new(),
-    };
-    if have.subjects != want.subjects {
-        d.changes.push(format!(
-            "subjects {} → {}",
-            have.subjects.join(","),
-            want.subjects.join(",")
-        ));
-        d.target.subjects = want.subjects.clone();
-    }
-    if have.num_replicas != want.num_replicas {
-        d.changes.push(format!(
-            "replicas {} → {}",
-            have.num_replicas, want.num_replicas
-        ));
-        d.target.num_replicas = want.num_replicas;
-    }
-    if have.duplicate_window != want.duplicate_window {
-        d.changes.push(format!(
-            "duplicate_window {:?} → {:?}",
-            have.duplicate_window, want.duplicate_window
-        ));
-        d.target.duplicate_window = want.duplicate_window;
-    }
-    let mut limit = |text: String, shrinks: bool, apply: &mut dyn FnMut(&mut stream::Config)| {
-        if shrinks && !shrink {
-            d.shrinks.push(text);
-        } else {
-            apply(&mut d.target);
-            if shrinks {
-                d.shrinks.push(text.clone());
-            }
-            d.changes.push(text);
-        }
-    };
-    if have.max_age != want.max_age {
-        let text = format!("max_age {:?} → {:?}", have.max_age, want.max_age);
-        let shrinks = age_limit(want.max_age) < age_limit(have.max_age);
-        limit(text, shrinks, &mut |t| t.max_age = want.max_age);
-    }
-    if have.max_bytes != want.max_bytes {
-        let text = format!(
-            "max_bytes {} → {}",
-            shown_bytes(have.max_bytes),
-            shown_bytes(want.max_bytes)
-        );
-        let shrinks = count_limit(want.max_bytes) < count_limit(have.max_bytes);
-        limit(text, shrinks, &mut |t| t.max_bytes = want.max_bytes);
-    }
-    if have.max_messages_per_subject != want.max_messages_per_subject {
-        let text = format!(
-            "history {} → {}",
-            have.max_messages_per_subject, want.max_messages_per_subject
-        );
-        let shrinks =
-            count_limit(want.max_messages_per_subject) < count_limit(have.max_messages_per_subject);
-        limit(text, shrinks, &mut |t| {
-            t.max_messages_per_subject = want.max_messages_per_subject
-        });
-    }
-    d
 }
 
 /// Applies a diff to an existing stream and turns it into a step.
@@ -406,169 +310,9 @@ async fn consumer_config(
     }
 }
 
-/// What differs between a consumer's stored config and the wanted one, in words.
-fn consumer_changes(have: &consumer::Config, want: &consumer::pull::Config) -> Vec<String> {
-    let mut out = Vec::new();
-    let shown = |one: &str, many: &[String]| {
-        if !many.is_empty() {
-            many.join(", ")
-        } else if one.is_empty() {
-            "(every subject)".to_owned()
-        } else {
-            one.to_owned()
-        }
-    };
-    if have.filter_subject != want.filter_subject || have.filter_subjects != want.filter_subjects {
-        out.push(format!(
-            "filter {} → {}",
-            shown(&have.filter_subject, &have.filter_subjects),
-            shown(&want.filter_subject, &want.filter_subjects)
-        ));
-    }
-    if have.ack_wait != want.ack_wait {
-        out.push(format!(
-            "ack_wait {:?} → {:?}",
-            have.ack_wait, want.ack_wait
-        ));
-    }
-    if have.max_deliver != want.max_deliver {
-        out.push(format!(
-            "max_deliver {} → {}",
-            have.max_deliver, want.max_deliver
-        ));
-    }
-    if have.max_ack_pending != want.max_ack_pending {
-        out.push(format!(
-            "max_ack_pending {} → {}",
-            have.max_ack_pending, want.max_ack_pending
-        ));
-    }
-    out
-}
-
-/// Checks that everything in `needs` exists and that each needed consumer matches its
-/// configuration, without changing anything. A service calls this at start; the error lists
-/// every problem and says what to run.
-pub async fn check(
-    js: &jetstream::Context,
-    topology: &Topology,
-    needs: &[Need],
-) -> Result<(), BusError> {
-    let mut problems = Vec::new();
-    for need in needs {
-        match need {
-            Need::Stream(name) => {
-                if stream_config(js, name).await?.is_none() {
-                    problems.push(format!("stream {name} does not exist"));
-                }
-            }
-            Need::Bucket(name) => {
-                if stream_config(js, &format!("KV_{name}")).await?.is_none() {
-                    problems.push(format!("bucket {name} does not exist"));
-                }
-            }
-            Need::Consumer(durable) => {
-                let Some(spec) = topology.consumers.iter().find(|c| &c.durable == durable) else {
-                    problems.push(format!("consumer {durable} is not in the configuration"));
-                    continue;
-                };
-                match consumer_config(js, spec).await? {
-                    ConsumerState::NoStream => problems.push(format!(
-                        "consumer {durable} on {} does not exist (nor its stream)",
-                        spec.stream
-                    )),
-                    ConsumerState::Missing => problems.push(format!(
-                        "consumer {durable} on {} does not exist",
-                        spec.stream
-                    )),
-                    ConsumerState::Present(have) => {
-                        let changes = consumer_changes(&have, &topology.consumer(spec));
-                        if !changes.is_empty() {
-                            problems.push(format!(
-                                "consumer {durable} on {} differs from the configuration ({})",
-                                spec.stream,
-                                changes.join("; ")
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(BusError::NotProvisioned { problems })
-    }
-}
-
-/// Fetches the current handle of a consumer [`check`] found, for consuming.
-pub async fn pull_consumer(
-    js: &jetstream::Context,
-    stream: &str,
-    durable: &str,
-) -> Result<consumer::PullConsumer, BusError> {
-    let what = || format!("consumer {durable} on {stream}");
-    let stream = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| provision_error(what())(Box::new(e)))?;
-    stream
-        .get_consumer(durable)
-        .await
-        .map_err(provision_error(what()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn stream(max_age_h: u64, max_bytes: i64, replicas: usize) -> stream::Config {
-        stream::Config {
-            name: "S".into(),
-            subjects: vec!["s.>".into()],
-            max_age: Duration::from_secs(max_age_h * 3600),
-            max_bytes,
-            num_replicas: replicas,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn longer_retention_and_more_replicas_are_applied() {
-        let d = diff_limits(&stream(24, -1, 1), &stream(48, -1, 3), false);
-        assert_eq!(d.target.max_age, Duration::from_secs(48 * 3600));
-        assert_eq!(d.target.num_replicas, 3);
-        assert_eq!(d.changes.len(), 2, "{:?}", d.changes);
-        assert!(d.shrinks.is_empty());
-    }
-
-    #[test]
-    fn shorter_retention_is_held_back_unless_allowed() {
-        let have = stream(48, -1, 1);
-        let want = stream(24, 1 << 30, 1);
-        let d = diff_limits(&have, &want, false);
-        assert_eq!(d.target.max_age, have.max_age, "kept");
-        assert_eq!(
-            d.target.max_bytes, -1,
-            "an unlimited stream gaining a limit shrinks"
-        );
-        assert_eq!(d.shrinks.len(), 2, "{:?}", d.shrinks);
-        assert!(d.changes.is_empty());
-
-        let d = diff_limits(&have, &want, true);
-        assert_eq!(d.target.max_age, want.max_age);
-        assert_eq!(d.target.max_bytes, 1 << 30);
-        assert_eq!(d.changes.len(), 2);
-    }
-
-    #[test]
-    fn unlimited_is_longer_than_any_limit() {
-        let limited = stream(24, 100, 1);
-        let unlimited = stream(0, -1, 1);
-        assert!(diff_limits(&limited, &unlimited, false).shrinks.is_empty());
-        assert_eq!(diff_limits(&unlimited, &limited, false).shrinks.len(), 2);
-    }
 
     #[test]
     fn a_step_says_what_to_run_for_what_it_held_back() {
