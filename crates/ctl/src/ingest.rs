@@ -117,22 +117,23 @@ struct Totals {
     events_duplicate: u64,
 }
 
+impl Totals {
+    /// Counts a published page: new, or one JetStream already had.
+    fn count(&mut self, duplicate: bool, events: u64) {
+        if duplicate {
+            self.pages_duplicate += 1;
+            self.events_duplicate += events;
+        } else {
+            self.pages_new += 1;
+            self.events_new += events;
+        }
+    }
+}
+
+/// Publishes the files' events as pages, reading on a blocking thread ahead of the acks.
 pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut total_bytes = 0u64;
-    for f in &opts.files {
-        total_bytes += std::fs::metadata(f)
-            .with_context(|| format!("cannot read {}", f.display()))?
-            .len();
-    }
-    let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {msg} ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = progress_bar(&opts.files)?;
 
     // Reading and paging is synchronous work: a blocking thread feeds pages to the publisher
     // here through a small channel, so reading runs ahead of the acks but not unboundedly.
@@ -153,28 +154,8 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
     let mut totals = Totals::default();
     let subject = names::raw_subject(&opts.account, opts.feed);
     while let Some(page) = rx.recv().await {
-        let id = page_id(&opts.account, opts.feed, &page.body);
-        let msg = Outgoing::new(subject.clone(), id, page.body)
-            .header(header::ACCOUNT, &opts.account)
-            .header(header::FEED, opts.feed)
-            .header(header::SCHEMA, names::schema::RAW_PAGE)
-            .header(
-                header::FETCHED_AT,
-                OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .unwrap_or_default(),
-            );
-        let ack = bus
-            .publish(msg)
-            .await
-            .with_context(|| format!("publishing to {subject}"))?;
-        if ack.duplicate {
-            totals.pages_duplicate += 1;
-            totals.events_duplicate += page.events as u64;
-        } else {
-            totals.pages_new += 1;
-            totals.events_new += page.events as u64;
-        }
+        let duplicate = publish_page(bus, &opts, &subject, page.body).await?;
+        totals.count(duplicate, page.events as u64);
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         let done = totals.events_new + totals.events_duplicate;
         bar.set_message(format!(
@@ -205,6 +186,50 @@ pub async fn run(bus: &Bus, opts: Options) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A progress bar over the bytes of every input file.
+fn progress_bar(files: &[PathBuf]) -> anyhow::Result<ProgressBar> {
+    let mut total_bytes = 0u64;
+    for f in files {
+        total_bytes += std::fs::metadata(f)
+            .with_context(|| format!("cannot read {}", f.display()))?
+            .len();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {msg} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// Publishes one page to `OP_RAW` as the fetcher would; whether JetStream already had it.
+async fn publish_page(
+    bus: &Bus,
+    opts: &Options,
+    subject: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<bool> {
+    let id = page_id(&opts.account, opts.feed, &body);
+    let msg = Outgoing::new(subject, id, body)
+        .header(header::ACCOUNT, &opts.account)
+        .header(header::FEED, opts.feed)
+        .header(header::SCHEMA, names::schema::RAW_PAGE)
+        .header(
+            header::FETCHED_AT,
+            OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default(),
+        );
+    let ack = bus
+        .publish(msg)
+        .await
+        .with_context(|| format!("publishing to {subject}"))?;
+    Ok(ack.duplicate)
 }
 
 /// Reads every file in order and sends its pages, counting events into `read_so_far`;

@@ -108,10 +108,18 @@ pub struct SinkReport {
 
 pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
     let now = OffsetDateTime::now_utc();
+    Ok(Report {
+        at: now,
+        feeds: feeds(bus, now).await?,
+        sinks: sinks(bus).await,
+        open_alarms: open_alarms(bus).await?,
+    })
+}
+
+/// Every feed with a cursor or a status row.
+async fn feeds(bus: &Bus, now: OffsetDateTime) -> anyhow::Result<Vec<FeedReport>> {
     let cursors = JsonKv::open(bus, names::BUCKET_CURSORS).await?;
     let status = JsonKv::open(bus, names::BUCKET_STATUS).await?;
-    let health = JsonKv::open(bus, names::BUCKET_HEALTH).await?;
-
     let mut feed_keys: BTreeSet<(AccountName, Feed)> = keys(&cursors)
         .await
         .iter()
@@ -149,6 +157,11 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
         });
     }
 
+    Ok(feeds)
+}
+
+/// Every sink consumer on `OP_EVENTS` and its backlog.
+async fn sinks(bus: &Bus) -> Vec<SinkReport> {
     let mut sinks = Vec::new();
     if let Ok(stream) = bus.jetstream().get_stream(names::STREAM_EVENTS).await {
         let mut consumer_names = stream.consumer_names();
@@ -170,6 +183,12 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
         }
     }
 
+    sinks
+}
+
+/// The alarms in ALARM now.
+async fn open_alarms(bus: &Bus) -> anyhow::Result<Vec<Alarm>> {
+    let health = JsonKv::open(bus, names::BUCKET_HEALTH).await?;
     // Alarm records are the published `Alarm` plus healthwatch's own bookkeeping.
     let mut open_alarms = Vec::new();
     for k in keys(&health).await {
@@ -180,12 +199,7 @@ pub async fn collect(bus: &Bus) -> anyhow::Result<Report> {
         }
     }
     open_alarms.sort_by(|a, b| (&a.account, a.feed, a.kind).cmp(&(&b.account, b.feed, b.kind)));
-    Ok(Report {
-        at: now,
-        feeds,
-        sinks,
-        open_alarms,
-    })
+    Ok(open_alarms)
 }
 
 fn or_dash<T: ToString>(v: Option<T>) -> String {
