@@ -239,25 +239,9 @@ impl Sim {
             let inner = &mut *inner;
             inner.faults.take(feed, &mut inner.rng)
         };
-        let delay = match fault {
-            Some(FaultKind::Status {
-                status,
-                retry_after,
-            }) => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let mut reply = error(shape, status, status.canonical_reason().unwrap_or("Error"));
-                if let Reply::Json {
-                    retry_after: ra, ..
-                } = &mut reply
-                {
-                    *ra = retry_after;
-                }
-                return (reply, None);
-            }
-            Some(FaultKind::Malformed) => return (Reply::Malformed, None),
-            Some(FaultKind::Slow { delay_ms }) => Some(Duration::milliseconds(delay_ms as i64)),
-            Some(FaultKind::Truncate) | Some(FaultKind::Oversized { .. }) | None => None,
+        let delay = match fault_reply(shape, fault.as_ref()) {
+            Ok(delay) => delay,
+            Err(reply) => return (reply, None),
         };
         let request = match parse_request(body, now) {
             Ok(r) => r,
@@ -298,28 +282,7 @@ impl Sim {
             // Pre-rendered (benchmarks): the same bytes, assembled instead of generated.
             let slot = Feed::ALL.iter().position(|f| *f == feed).unwrap_or(0);
             let items = &rendered[slot][from as usize..to as usize];
-            let mut body =
-                String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 200);
-            body.push_str("{\"cursor\":");
-            body.push_str(&Value::String(next.encode()).to_string());
-            body.push_str(if to < available {
-                ",\"has_more\":true,\"items\":["
-            } else {
-                ",\"has_more\":false,\"items\":["
-            });
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    body.push(',');
-                }
-                body.push_str(item);
-            }
-            body.push_str("]}");
-            let reply = Reply::Json {
-                status: StatusCode::OK,
-                body: body.into_bytes(),
-                retry_after: None,
-            };
-            return (reply, delay);
+            return (prerendered_reply(items, &next, to < available), delay);
         }
         let items: Vec<Value> = (from..to)
             .map(|i| {
@@ -347,6 +310,53 @@ impl Sim {
             }
         };
         (reply, delay)
+    }
+}
+
+/// The reply a fault calls for instead of a page (`Err`), or how long to delay the page.
+fn fault_reply(shape: ErrorShape, fault: Option<&FaultKind>) -> Result<Option<Duration>, Reply> {
+    match fault {
+        Some(FaultKind::Status {
+            status,
+            retry_after,
+        }) => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut reply = error(shape, status, status.canonical_reason().unwrap_or("Error"));
+            if let Reply::Json {
+                retry_after: ra, ..
+            } = &mut reply
+            {
+                *ra = *retry_after;
+            }
+            Err(reply)
+        }
+        Some(FaultKind::Malformed) => Err(Reply::Malformed),
+        Some(FaultKind::Slow { delay_ms }) => Ok(Some(Duration::milliseconds(*delay_ms as i64))),
+        Some(FaultKind::Truncate) | Some(FaultKind::Oversized { .. }) | None => Ok(None),
+    }
+}
+
+/// A page assembled from pre-rendered items: the same bytes the generator would serve.
+fn prerendered_reply(items: &[Box<str>], next: &CursorState, has_more: bool) -> Reply {
+    let mut body = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 200);
+    body.push_str("{\"cursor\":");
+    body.push_str(&Value::String(next.encode()).to_string());
+    body.push_str(if has_more {
+        ",\"has_more\":true,\"items\":["
+    } else {
+        ",\"has_more\":false,\"items\":["
+    });
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    Reply::Json {
+        status: StatusCode::OK,
+        body: body.into_bytes(),
+        retry_after: None,
     }
 }
 
