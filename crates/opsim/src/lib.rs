@@ -6,6 +6,7 @@
 //! (429 with and without `Retry-After`, 5xx, slow, truncated and malformed responses, revoked
 //! tokens). Tests, the demo and the benchmarks use it; no production path does.
 
+mod control;
 mod faults;
 pub mod generate;
 mod ratelimit;

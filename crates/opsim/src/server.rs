@@ -1,21 +1,21 @@
-//! The HTTP surface: the Events API routes and the `/_sim` control API.
+//! The HTTP surface: the Events API routes, and the `/_sim` control API (`control.rs`).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use serde::Deserialize;
+use axum::Router;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 use oprelay_events::Feed;
 
-use crate::faults::{Fault, FaultKind};
+use crate::control;
+use crate::faults::FaultKind;
 use crate::timeline::CursorState;
-use crate::token::{Rejection, TokenSpec};
+use crate::token::Rejection;
 use crate::{generate, RequestRecord, Sim};
 
 pub fn router(sim: Sim) -> Router {
@@ -23,12 +23,15 @@ pub fn router(sim: Sim) -> Router {
         .route("/api/{version}/{endpoint}", post(data))
         .route("/api/v2/auth/introspect", get(introspect_v2))
         .route("/api/auth/introspect", get(introspect_v1))
-        .route("/_sim/tokens", post(mint))
-        .route("/_sim/tokens/revoke", post(revoke))
-        .route("/_sim/tokens/restore", post(restore))
-        .route("/_sim/faults", post(add_faults).delete(clear_faults))
-        .route("/_sim/requests", get(requests))
-        .route("/_sim/directory", get(directory))
+        .route("/_sim/tokens", post(control::mint))
+        .route("/_sim/tokens/revoke", post(control::revoke))
+        .route("/_sim/tokens/restore", post(control::restore))
+        .route(
+            "/_sim/faults",
+            post(control::add_faults).delete(control::clear_faults),
+        )
+        .route("/_sim/requests", get(control::requests))
+        .route("/_sim/directory", get(control::directory))
         .with_state(sim)
 }
 
@@ -434,75 +437,4 @@ async fn introspect_v2(State(sim): State<Sim>, headers: HeaderMap) -> Response {
 
 async fn introspect_v1(State(sim): State<Sim>, headers: HeaderMap) -> Response {
     introspect(sim, headers, false).await
-}
-
-async fn mint(State(sim): State<Sim>, body: Bytes) -> Response {
-    let spec: TokenSpec = if body.is_empty() {
-        TokenSpec::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(spec) => spec,
-            Err(e) => {
-                return (StatusCode::BAD_REQUEST, format!("bad token spec: {e}")).into_response()
-            }
-        }
-    };
-    Json(json!({"token": sim.mint_token(&spec)})).into_response()
-}
-
-#[derive(Deserialize)]
-struct TokenRef {
-    token: String,
-}
-
-async fn revoke(State(sim): State<Sim>, Json(t): Json<TokenRef>) -> StatusCode {
-    if sim.revoke(&t.token) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
-}
-
-async fn restore(State(sim): State<Sim>, Json(t): Json<TokenRef>) -> StatusCode {
-    if sim.restore(&t.token) {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    }
-}
-
-/// Accepts one fault or a list.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Faults {
-    One(Fault),
-    Many(Vec<Fault>),
-}
-
-async fn add_faults(State(sim): State<Sim>, Json(faults): Json<Faults>) -> StatusCode {
-    let faults = match faults {
-        Faults::One(f) => vec![f],
-        Faults::Many(v) => v,
-    };
-    for f in faults {
-        sim.inject(f);
-    }
-    StatusCode::NO_CONTENT
-}
-
-async fn clear_faults(State(sim): State<Sim>) -> StatusCode {
-    sim.clear_faults();
-    StatusCode::NO_CONTENT
-}
-
-async fn requests(State(sim): State<Sim>) -> Json<Vec<RequestRecord>> {
-    Json(sim.requests())
-}
-
-async fn directory(State(sim): State<Sim>) -> Json<Value> {
-    let dir = sim.directory();
-    Json(json!({
-        "items": dir.op_item_list(), "vaults": dir.op_vault_list(),
-        "users": dir.op_user_list(), "groups": dir.op_group_list(),
-    }))
 }
