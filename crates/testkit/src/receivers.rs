@@ -228,123 +228,192 @@ fn es_auth(state: &Shared, headers: &HeaderMap) -> Option<Response> {
 
 pub fn es_receiver(state: Shared) -> Router {
     Router::new()
-        .route(
-            "/",
-            get(|State(state): State<Shared>, headers: HeaderMap| async move {
-                if let Some(r) = es_auth(&state, &headers) {
-                    return r;
-                }
-                Json(json!({"name": "es-test", "cluster_name": "oprelay-test", "version": {"number": "8.15.0"}, "tagline": "You Know, for Search"})).into_response()
-            }),
-        )
-        .route(
-            "/_index_template/{name}",
-            put(|State(state): State<Shared>, Path(name): Path<String>, headers: HeaderMap, body: Bytes| async move {
-                if let Some(r) = es_auth(&state, &headers) {
-                    return r;
-                }
-                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-                if !ct.starts_with("application/json") {
-                    return (StatusCode::NOT_ACCEPTABLE, "Content-Type header is not supported").into_response();
-                }
-                let Ok(template) = serde_json::from_slice::<Value>(&body) else {
-                    return (StatusCode::BAD_REQUEST, "x_content_parse_exception").into_response();
-                };
-                if let Err(e) = crate::es_mapping::validate_template(&template) {
-                    return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": e}, "status": 400}))).into_response();
-                }
-                let mut s = state.lock().unwrap();
-                // Two templates with the same priority may not claim the same pattern.
-                let clash = s.templates.iter().find(|(other, t)| {
-                    *other != &name && t["priority"] == template["priority"] && t["index_patterns"] == template["index_patterns"]
-                });
-                if let Some((other, _)) = clash {
-                    return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": format!("index template [{name}] has index patterns matching patterns from existing template [{other}] with the same priority")}, "status": 400}))).into_response();
-                }
-                s.templates.insert(name, template);
-                Json(json!({"acknowledged": true})).into_response()
-            }),
-        )
-        .route(
-            "/_bulk",
-            post(|State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
-                if let Some(r) = injected(&state) {
-                    return r;
-                }
-                if let Some(r) = es_auth(&state, &headers) {
-                    return r;
-                }
-                                let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
-                if ct != "application/x-ndjson" && ct != "application/json" {
-                    return (StatusCode::NOT_ACCEPTABLE, "Content-Type header [] is not supported").into_response();
-                }
-                let body = body_bytes(&headers, &body);
-                if !body.ends_with(b"\n") {
-                    return (StatusCode::BAD_REQUEST, "The bulk request must be terminated by a newline [\\n]").into_response();
-                }
-                let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-                if !lines.len().is_multiple_of(2) {
-                    return (StatusCode::BAD_REQUEST, "action without a source").into_response();
-                }
-                let mut items = Vec::new();
-                let mut errors = false;
-                let mut s = state.lock().unwrap();
-                for pair in lines.chunks(2) {
-                    let Ok(action) = serde_json::from_slice::<Value>(pair[0]) else {
-                        return (StatusCode::BAD_REQUEST, "Malformed action/metadata line").into_response();
-                    };
-                    let Some(create) = action.get("create") else {
-                        return (StatusCode::BAD_REQUEST, "expected a create action").into_response();
-                    };
-                    let (Some(index), Some(id)) = (create["_index"].as_str(), create["_id"].as_str()) else {
-                        return (StatusCode::BAD_REQUEST, "create needs _index and _id").into_response();
-                    };
-                    if index.chars().any(|c| c.is_ascii_uppercase()) {
-                        return (StatusCode::BAD_REQUEST, "invalid_index_name_exception: must be lowercase").into_response();
-                    }
-                    let Ok(doc) = serde_json::from_slice::<Value>(pair[1]) else {
-                        return (StatusCode::BAD_REQUEST, "source is not JSON").into_response();
-                    };
-                    let mapping = s
-                        .templates
-                        .values()
-                        .filter(|t| t["index_patterns"].as_array().into_iter().flatten().any(|p| crate::es_mapping::pattern_matches(p.as_str().unwrap_or_default(), index)))
-                        .max_by_key(|t| t["priority"].as_i64().unwrap_or(0))
-                        .map(|t| crate::es_mapping::check_document(&t["template"]["mappings"], &doc));
-                    let (status, error) = if let Some((status, error)) = s.item_error.clone() {
-                        (status, Some(error))
-                    } else if let Some(Err(reason)) = &mapping {
-                        (400, Some(json!({"type": "document_parsing_exception", "reason": reason})))
-                    } else if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
-                        *n -= 1;
-                        (429, Some(json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"})))
-                    } else if doc.to_string().contains("MAPPING_BOOM") || s.mapping_errors.contains(id) {
-                        (400, Some(json!({"type": "document_parsing_exception", "reason": "failed to parse field [uuid] of type [long]"})))
-                    } else if s.docs.contains_key(id) {
-                        s.conflicts += 1;
-                        (409, Some(json!({"type": "version_conflict_engine_exception", "reason": format!("[{id}]: version conflict, document already exists")})))
-                    } else {
-                        if let Some(f) = &mut s.tee {
-                            let _ = writeln!(f, "{doc}");
-                        }
-                        s.received += 1;
-                        s.template_checked += usize::from(mapping.is_some());
-                        s.docs.insert(id.to_owned(), (index.to_owned(), doc));
-                        (201, None)
-                    };
-                    errors |= error.is_some();
-                    let mut item = json!({"_index": index, "_id": id, "status": status});
-                    if let Some(e) = error {
-                        item["error"] = e;
-                    } else {
-                        item["result"] = json!("created");
-                    }
-                    items.push(json!({"create": item}));
-                }
-                Json(json!({"took": 3, "errors": errors, "items": items})).into_response()
-            }),
-        )
+        .route("/", get(es_root))
+        .route("/_index_template/{name}", put(es_put_template))
+        .route("/_bulk", post(es_bulk))
         .with_state(state)
+}
+
+/// `GET /`: the cluster's banner, which clients read to learn the version.
+async fn es_root(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(r) = es_auth(&state, &headers) {
+        return r;
+    }
+    Json(json!({"name": "es-test", "cluster_name": "oprelay-test", "version": {"number": "8.15.0"}, "tagline": "You Know, for Search"})).into_response()
+}
+
+/// `PUT /_index_template/{name}`: validated as Elasticsearch would, kept for the mapping
+/// checks of later documents.
+async fn es_put_template(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = es_auth(&state, &headers) {
+        return r;
+    }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.starts_with("application/json") {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "Content-Type header is not supported",
+        )
+            .into_response();
+    }
+    let Ok(template) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "x_content_parse_exception").into_response();
+    };
+    if let Err(e) = crate::es_mapping::validate_template(&template) {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": e}, "status": 400}))).into_response();
+    }
+    let mut s = state.lock().unwrap();
+    // Two templates with the same priority may not claim the same pattern.
+    let clash = s.templates.iter().find(|(other, t)| {
+        *other != &name
+            && t["priority"] == template["priority"]
+            && t["index_patterns"] == template["index_patterns"]
+    });
+    if let Some((other, _)) = clash {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": {"type": "illegal_argument_exception", "reason": format!("index template [{name}] has index patterns matching patterns from existing template [{other}] with the same priority")}, "status": 400}))).into_response();
+    }
+    s.templates.insert(name, template);
+    Json(json!({"acknowledged": true})).into_response()
+}
+
+/// `POST /_bulk`: `create` actions only, each item judged on its own.
+async fn es_bulk(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = injected(&state) {
+        return r;
+    }
+    if let Some(r) = es_auth(&state, &headers) {
+        return r;
+    }
+    let ct = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if ct != "application/x-ndjson" && ct != "application/json" {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "Content-Type header [] is not supported",
+        )
+            .into_response();
+    }
+    let body = body_bytes(&headers, &body);
+    if !body.ends_with(b"\n") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "The bulk request must be terminated by a newline [\\n]",
+        )
+            .into_response();
+    }
+    let lines: Vec<&[u8]> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    if !lines.len().is_multiple_of(2) {
+        return (StatusCode::BAD_REQUEST, "action without a source").into_response();
+    }
+    let mut items = Vec::new();
+    let mut errors = false;
+    let mut s = state.lock().unwrap();
+    for pair in lines.chunks(2) {
+        match es_bulk_item(&mut s, pair[0], pair[1]) {
+            Ok((item, failed)) => {
+                errors |= failed;
+                items.push(json!({"create": item}));
+            }
+            Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
+        }
+    }
+    Json(json!({"took": 3, "errors": errors, "items": items})).into_response()
+}
+
+/// One `create` of a bulk request: the item's reply and whether it failed, or why the whole
+/// request is refused (a 400).
+fn es_bulk_item(
+    s: &mut Recv,
+    action_line: &[u8],
+    source_line: &[u8],
+) -> Result<(Value, bool), &'static str> {
+    let Ok(action) = serde_json::from_slice::<Value>(action_line) else {
+        return Err("Malformed action/metadata line");
+    };
+    let Some(create) = action.get("create") else {
+        return Err("expected a create action");
+    };
+    let (Some(index), Some(id)) = (create["_index"].as_str(), create["_id"].as_str()) else {
+        return Err("create needs _index and _id");
+    };
+    if index.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err("invalid_index_name_exception: must be lowercase");
+    }
+    let Ok(doc) = serde_json::from_slice::<Value>(source_line) else {
+        return Err("source is not JSON");
+    };
+    let mapping = s
+        .templates
+        .values()
+        .filter(|t| {
+            t["index_patterns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| crate::es_mapping::pattern_matches(p.as_str().unwrap_or_default(), index))
+        })
+        .max_by_key(|t| t["priority"].as_i64().unwrap_or(0))
+        .map(|t| crate::es_mapping::check_document(&t["template"]["mappings"], &doc));
+    let (status, error) = if let Some((status, error)) = s.item_error.clone() {
+        (status, Some(error))
+    } else if let Some(Err(reason)) = &mapping {
+        (
+            400,
+            Some(json!({"type": "document_parsing_exception", "reason": reason})),
+        )
+    } else if let Some(n) = s.throttle.get_mut(id).filter(|n| **n > 0) {
+        *n -= 1;
+        (
+            429,
+            Some(
+                json!({"type": "es_rejected_execution_exception", "reason": "rejected execution: write queue full"}),
+            ),
+        )
+    } else if doc.to_string().contains("MAPPING_BOOM") || s.mapping_errors.contains(id) {
+        (
+            400,
+            Some(
+                json!({"type": "document_parsing_exception", "reason": "failed to parse field [uuid] of type [long]"}),
+            ),
+        )
+    } else if s.docs.contains_key(id) {
+        s.conflicts += 1;
+        (
+            409,
+            Some(
+                json!({"type": "version_conflict_engine_exception", "reason": format!("[{id}]: version conflict, document already exists")}),
+            ),
+        )
+    } else {
+        if let Some(f) = &mut s.tee {
+            let _ = writeln!(f, "{doc}");
+        }
+        s.received += 1;
+        s.template_checked += usize::from(mapping.is_some());
+        s.docs.insert(id.to_owned(), (index.to_owned(), doc));
+        (201, None)
+    };
+    let failed = error.is_some();
+    let mut item = json!({"_index": index, "_id": id, "status": status});
+    if let Some(e) = error {
+        item["error"] = e;
+    } else {
+        item["result"] = json!("created");
+    }
+    Ok((item, failed))
 }
 
 /// Splunk HEC: token auth, concatenated event envelopes with numeric `time`, indexer acks.
