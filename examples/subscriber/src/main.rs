@@ -64,52 +64,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // With two rustls crypto providers linked, none is the default: choose async-nats's.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut options = async_nats::ConnectOptions::new()
-        .name("oprelay-subscriber-example")
-        // The subscriber user may only use inboxes under its own prefix.
-        .custom_inbox_prefix(format!("_INBOX.{}", args.user));
-    if let Some(path) = &args.password_file {
-        let password = std::fs::read_to_string(path)
-            .with_context(|| format!("reading the password from {}", path.display()))?;
-        options = options.user_and_password(args.user.clone(), password.trim().to_owned());
-    }
-    if let Some(ca) = &args.ca {
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    let servers: Vec<&str> = args.url.split(',').map(str::trim).collect();
-    let client = options
-        .connect(servers)
-        .await
-        .with_context(|| format!("connecting to {}", args.url))?;
-    let js = jetstream::new(client);
-    let stream = js
-        .get_stream("OP_EVENTS")
-        .await
-        .context("opening OP_EVENTS")?;
-    // Created on the first run, resumed on the next ones (same name, same config).
-    let consumer = stream
-        .get_or_create_consumer(
-            &args.durable,
-            pull::Config {
-                durable_name: Some(args.durable.clone()),
-                filter_subject: args.filter.clone(),
-                ack_policy: AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("creating or resuming consumer {}", args.durable))?;
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total = 0u64;
+    let js = jetstream::new(connect(&args).await?);
+    let consumer = durable_consumer(&js, &args).await?;
+    let mut counts = Counts::default();
     let mut idle = Duration::ZERO;
     // Batches, each handled whole before deciding to stop: a subscriber that stopped in the
     // middle of a prefetched batch would leave those messages unacknowledged until the ack
     // wait passed, and its next run would not see them for a minute.
     'batches: loop {
-        if args.max_records.is_some_and(|max| total >= max) {
+        if args.max_records.is_some_and(|max| counts.total >= max) {
             break;
         }
         if args
@@ -136,38 +99,7 @@ async fn main() -> anyhow::Result<()> {
             let Some(message) = next else { break };
             let message = message.map_err(|e| anyhow::anyhow!("reading OP_EVENTS: {e}"))?;
             got += 1;
-            let schema = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get("Oprelay-Schema"))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default();
-            if !KNOWN_SCHEMAS.contains(&schema.as_str()) {
-                eprintln!(
-                    "{}: schema {schema:?} is not one this subscriber knows; leaving it",
-                    message.subject
-                );
-                continue;
-            }
-            for line in message
-                .payload
-                .split(|b| *b == b'\n')
-                .filter(|l| !l.is_empty())
-            {
-                let record: serde_json::Value = match serde_json::from_slice(line) {
-                    Ok(r) => r,
-                    Err(e) => bail!("{}: a line that is not JSON: {e}", message.subject),
-                };
-                let log_type = record["p_log_type"].as_str().unwrap_or("(none)").to_owned();
-                *counts.entry(log_type).or_default() += 1;
-                total += 1;
-            }
-            // Acknowledged only once handled: a crash before this line means a redelivery,
-            // never a lost message. `double_ack` waits for the server's confirmation.
-            message
-                .double_ack()
-                .await
-                .map_err(|e| anyhow::anyhow!("acknowledging: {e}"))?;
+            handle(&message, &mut counts).await?;
         }
         idle = if got == 0 {
             idle + wait
@@ -177,7 +109,99 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "{}",
-        serde_json::json!({ "records": total, "by_log_type": counts })
+        serde_json::json!({ "records": counts.total, "by_log_type": counts.by_log_type })
     );
     Ok(())
+}
+
+/// Connects as the subscriber user, over TLS when a CA is given.
+async fn connect(args: &Args) -> anyhow::Result<async_nats::Client> {
+    // With two rustls crypto providers linked, none is the default: choose async-nats's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut options = async_nats::ConnectOptions::new()
+        .name("oprelay-subscriber-example")
+        // The subscriber user may only use inboxes under its own prefix.
+        .custom_inbox_prefix(format!("_INBOX.{}", args.user));
+    if let Some(path) = &args.password_file {
+        let password = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the password from {}", path.display()))?;
+        options = options.user_and_password(args.user.clone(), password.trim().to_owned());
+    }
+    if let Some(ca) = &args.ca {
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let servers: Vec<&str> = args.url.split(',').map(str::trim).collect();
+    options
+        .connect(servers)
+        .await
+        .with_context(|| format!("connecting to {}", args.url))
+}
+
+/// This subscriber's own durable consumer on `OP_EVENTS`: created on the first run, resumed on
+/// the next ones (same name, same config).
+async fn durable_consumer(
+    js: &jetstream::Context,
+    args: &Args,
+) -> anyhow::Result<jetstream::consumer::Consumer<pull::Config>> {
+    let stream = js
+        .get_stream("OP_EVENTS")
+        .await
+        .context("opening OP_EVENTS")?;
+    stream
+        .get_or_create_consumer(
+            &args.durable,
+            pull::Config {
+                durable_name: Some(args.durable.clone()),
+                filter_subject: args.filter.clone(),
+                ack_policy: AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating or resuming consumer {}", args.durable))
+}
+
+/// Records handled, in all and per log type.
+#[derive(Default)]
+struct Counts {
+    total: u64,
+    by_log_type: BTreeMap<String, u64>,
+}
+
+/// Handles one message: its records counted, then the message acknowledged. A message of a
+/// schema this subscriber does not know is left unacknowledged.
+async fn handle(message: &jetstream::Message, counts: &mut Counts) -> anyhow::Result<()> {
+    let schema = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Oprelay-Schema"))
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default();
+    if !KNOWN_SCHEMAS.contains(&schema.as_str()) {
+        eprintln!(
+            "{}: schema {schema:?} is not one this subscriber knows; leaving it",
+            message.subject
+        );
+        return Ok(());
+    }
+    for line in message
+        .payload
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+    {
+        let record: serde_json::Value = match serde_json::from_slice(line) {
+            Ok(r) => r,
+            Err(e) => bail!("{}: a line that is not JSON: {e}", message.subject),
+        };
+        let log_type = record["p_log_type"].as_str().unwrap_or("(none)").to_owned();
+        *counts.by_log_type.entry(log_type).or_default() += 1;
+        counts.total += 1;
+    }
+    // Acknowledged only once handled: a crash before this line means a redelivery, never a
+    // lost message. `double_ack` waits for the server's confirmation.
+    message
+        .double_ack()
+        .await
+        .map_err(|e| anyhow::anyhow!("acknowledging: {e}"))
 }
