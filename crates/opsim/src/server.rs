@@ -250,23 +250,9 @@ impl Sim {
             Ok(r) => r,
             Err(msg) => return (error(shape, StatusCode::BAD_REQUEST, &msg), None),
         };
-        let cursor = match request {
-            PageRequest::Cursor(c) => match CursorState::decode(&c, feed, self.seed) {
-                Some(state) => state,
-                None => {
-                    return (
-                        error(shape, StatusCode::BAD_REQUEST, "invalid cursor"),
-                        None,
-                    )
-                }
-            },
-            PageRequest::Reset { limit, start, end } => CursorState {
-                feed: feed.api_name().to_owned(),
-                position: inner.timeline.first_at_or_after(start),
-                limit,
-                end: end.map(|e| inner.timeline.first_at_or_after(e)),
-                seed: self.seed,
-            },
+        let cursor = match self.cursor_of(request, feed, &inner.timeline) {
+            Ok(c) => c,
+            Err(msg) => return (error(shape, StatusCode::BAD_REQUEST, msg), None),
         };
         let available = inner
             .timeline
@@ -313,6 +299,27 @@ impl Sim {
             }
         };
         (reply, delay)
+    }
+
+    /// Where a request starts: its cursor, or the first event at or after its start time.
+    fn cursor_of(
+        &self,
+        request: PageRequest,
+        feed: Feed,
+        timeline: &crate::timeline::Timeline,
+    ) -> Result<CursorState, &'static str> {
+        match request {
+            PageRequest::Cursor(c) => {
+                CursorState::decode(&c, feed, self.seed).ok_or("invalid cursor")
+            }
+            PageRequest::Reset { limit, start, end } => Ok(CursorState {
+                feed: feed.api_name().to_owned(),
+                position: timeline.first_at_or_after(start),
+                limit,
+                end: end.map(|e| timeline.first_at_or_after(e)),
+                seed: self.seed,
+            }),
+        }
     }
 }
 

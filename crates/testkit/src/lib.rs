@@ -139,25 +139,27 @@ impl NatsServer {
         server
     }
 
-    fn launch(&mut self) {
-        let port = if self.port == 0 {
-            "-1".to_owned()
-        } else {
-            self.port.to_string()
-        };
-        let store = self.dir.path().join("jetstream");
-        let http_port = match self.http_port {
+    /// The server's configuration: the full one given, or one listening on the chosen ports
+    /// (`-1`: any free one) with JetStream in the temp dir.
+    fn config_text(&self) -> String {
+        let any_or = |port: u16| match port {
             0 => "-1".to_owned(),
             p => p.to_string(),
         };
-        let conf = match &self.full_config {
+        let (port, http_port) = (any_or(self.port), any_or(self.http_port));
+        let store = self.dir.path().join("jetstream");
+        match &self.full_config {
             Some(full) => full.replace("{dir}", &self.dir.path().display().to_string()),
             None => format!(
                 "host: 127.0.0.1\nport: {port}\nhttp_port: {http_port}\njetstream {{\n  store_dir: {:?}\n}}\n{}\n",
                 store.display().to_string(),
                 self.extra_config
             ),
-        };
+        }
+    }
+
+    fn launch(&mut self) {
+        let conf = self.config_text();
         let conf_path = self.dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).expect("write nats.conf");
         let bin = nats_server_bin();

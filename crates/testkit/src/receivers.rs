@@ -333,6 +333,20 @@ async fn es_bulk(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
     Json(json!({"took": 3, "errors": errors, "items": items})).into_response()
 }
 
+/// The index template that applies to `index`: the highest priority of those matching.
+fn template_for<'a>(s: &'a Recv, index: &str) -> Option<&'a Value> {
+    s.templates
+        .values()
+        .filter(|t| {
+            t["index_patterns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| crate::es_mapping::pattern_matches(p.as_str().unwrap_or_default(), index))
+        })
+        .max_by_key(|t| t["priority"].as_i64().unwrap_or(0))
+}
+
 /// One `create` of a bulk request: the item's reply and whether it failed, or why the whole
 /// request is refused (a 400).
 fn es_bulk_item(
@@ -355,17 +369,7 @@ fn es_bulk_item(
     let Ok(doc) = serde_json::from_slice::<Value>(source_line) else {
         return Err("source is not JSON");
     };
-    let mapping = s
-        .templates
-        .values()
-        .filter(|t| {
-            t["index_patterns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|p| crate::es_mapping::pattern_matches(p.as_str().unwrap_or_default(), index))
-        })
-        .max_by_key(|t| t["priority"].as_i64().unwrap_or(0))
+    let mapping = template_for(s, index)
         .map(|t| crate::es_mapping::check_document(&t["template"]["mappings"], &doc));
     let (status, error) = if let Some((status, error)) = s.item_error.clone() {
         (status, Some(error))
