@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use oprelay_service::Backoff as Shared;
+use oprelay_service::{Backoff as Shared, Retries};
 
 use crate::api::Recovery;
 
@@ -38,40 +38,41 @@ impl Default for BackoffPolicy {
 #[derive(Clone, Debug)]
 pub struct Backoff {
     policy: BackoffPolicy,
-    failures: u32,
+    /// Counts the failures, and draws the transient regime's waits.
+    transient: Retries,
 }
 
 impl Backoff {
     pub fn new(policy: BackoffPolicy) -> Self {
+        // Full jitter, but never below a tenth of a second: no tight loop.
+        let transient = Shared::full_jitter(policy.transient_base, policy.transient_cap)
+            .at_least(Duration::from_millis(100));
         Backoff {
             policy,
-            failures: 0,
+            transient: Retries::new(transient),
         }
     }
 
     /// Failed requests since the last success.
     pub fn failures(&self) -> u32 {
-        self.failures
+        self.transient.failures()
     }
 
     /// A success: the next failure starts from the shortest wait again.
     pub fn reset(&mut self) {
-        self.failures = 0;
+        self.transient.reset();
     }
 
     /// Records a failure and returns how long to wait before the next attempt.
     pub fn next(&mut self, recovery: Recovery) -> Duration {
-        self.failures = self.failures.saturating_add(1);
+        let transient_wait = self.transient.failed();
         let p = &self.policy;
         match recovery {
+            Recovery::Backoff => transient_wait,
             // The server said when; a little jitter keeps replicas apart.
             Recovery::WaitExactly(d) => d + Duration::from_millis(rand::rng().random_range(0..250)),
-            // Full jitter, but never below a tenth of a second: no tight loop.
-            Recovery::Backoff => Shared::full_jitter(p.transient_base, p.transient_cap)
-                .at_least(Duration::from_millis(100))
-                .wait(self.failures),
             // ±10 %: slow means slow; jitter only de-synchronises.
-            Recovery::Slow => Shared::spread(p.slow_base, p.slow_cap, 10).wait(self.failures),
+            Recovery::Slow => Shared::spread(p.slow_base, p.slow_cap, 10).wait(self.failures()),
         }
     }
 }

@@ -22,16 +22,25 @@ pub(super) struct Draw<'a> {
     pub arrival: OffsetDateTime,
 }
 
+impl<'a> Draw<'a> {
+    /// The parts, for a function that builds one event from them.
+    fn into_parts(self) -> (StdRng, &'a Directory, String, &'a DirUser, OffsetDateTime) {
+        (self.rng, self.dir, self.uuid, self.user, self.arrival)
+    }
+}
+
+/// The event with a `location`, when the client's address has one.
+fn with_location(mut ev: Value, rng: &mut StdRng) -> Value {
+    if let Some(loc) = location_json(rng) {
+        ev["location"] = loc;
+    }
+    ev
+}
+
 /// A sign-in attempt: mostly successes, the failures in roughly the proportions real accounts
 /// see, with firewall details where the category has them.
 pub(super) fn sign_in(d: Draw<'_>) -> Value {
-    let Draw {
-        mut rng,
-        dir,
-        uuid,
-        user,
-        arrival,
-    } = d;
+    let (mut rng, dir, uuid, user, arrival) = d.into_parts();
     let account = dir.account_uuid.as_str();
     let roll: f64 = rng.random();
     let (category, kind) = if roll < 0.75 {
@@ -60,7 +69,7 @@ pub(super) fn sign_in(d: Draw<'_>) -> Value {
     } else {
         Value::Null
     };
-    let mut ev = json!({
+    let ev = json!({
         "uuid": uuid,
         "session_uuid": random_uuid(&mut rng),
         // Sign-ins carry whole seconds, like the API's.
@@ -73,21 +82,12 @@ pub(super) fn sign_in(d: Draw<'_>) -> Value {
         "client": client_json(&mut rng),
         "account_uuid": account,
     });
-    if let Some(loc) = location_json(&mut rng) {
-        ev["location"] = loc;
-    }
-    ev
+    with_location(ev, &mut rng)
 }
 
 /// An item usage; a few arrive hours after they happened, as when a client syncs late.
 pub(super) fn item_usage(d: Draw<'_>) -> Value {
-    let Draw {
-        mut rng,
-        dir,
-        uuid,
-        user,
-        arrival,
-    } = d;
+    let (mut rng, dir, uuid, user, arrival) = d.into_parts();
     let account = dir.account_uuid.as_str();
     let item = &dir.items[rng.random_range(0..dir.items.len())];
     // Item usage is reported when the client syncs: a few arrive hours late.
@@ -101,7 +101,7 @@ pub(super) fn item_usage(d: Draw<'_>) -> Value {
         .unwrap_or(when);
     let ts = format_rfc3339_nanos(millis);
     let ts = format!("{}Z", &ts[..ts.len() - 7]);
-    let mut ev = json!({
+    let ev = json!({
         "uuid": uuid,
         "timestamp": ts,
         "used_version": rng.random_range(1..40),
@@ -112,22 +112,13 @@ pub(super) fn item_usage(d: Draw<'_>) -> Value {
         "client": client_json(&mut rng),
         "account_uuid": account,
     });
-    if let Some(loc) = location_json(&mut rng) {
-        ev["location"] = loc;
-    }
-    ev
+    with_location(ev, &mut rng)
 }
 
 /// An audit event on a user, vault, item, group or other object, sometimes with an auxiliary
 /// member.
 pub(super) fn audit_event(d: Draw<'_>) -> Value {
-    let Draw {
-        mut rng,
-        dir,
-        uuid,
-        user,
-        arrival,
-    } = d;
+    let (mut rng, dir, uuid, user, arrival) = d.into_parts();
     let account = dir.account_uuid.as_str();
     let object_type = pick(&mut rng, AuditObjectType::KNOWN);
     let mut ev = Map::new();

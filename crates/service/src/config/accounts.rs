@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use oprelay_events::{AccountName, Feed};
 
-use super::{check_file, check_range, check_url, Config, ConfigError, SecretSource};
+use super::{check_file, check_range, check_url, first_problem, Config, ConfigError, SecretSource};
 use crate::units::HumanDuration;
 
 /// How fetcher replicas share the feeds and the API budget.
@@ -187,10 +187,7 @@ impl Config {
     /// fetcher (and `oprelay config check`) needs the tokens, so the other services, whose pods
     /// do not mount them, skip this.
     pub fn check_account_tokens(&self) -> Result<(), ConfigError> {
-        match self.token_problems().into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_problem(self.token_problems())
     }
 
     /// Every account token that cannot be found, not only the first.

@@ -148,6 +148,11 @@ fn figment_error(e: figment::Error) -> ConfigError {
     ConfigError::new(key, format!("{}{source}", e.kind))
 }
 
+/// `Ok` when there is no problem, else the first.
+fn first_problem(problems: Vec<ConfigError>) -> Result<(), ConfigError> {
+    problems.into_iter().next().map_or(Ok(()), Err)
+}
+
 fn check_file(key: &str, path: &Path) -> Result<(), ConfigError> {
     match std::fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(()),
@@ -193,10 +198,7 @@ fn check_range(
 impl Config {
     /// Every check that does not need the network; the first problem found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        match self.problems().into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_problem(self.problems())
     }
 
     /// Every problem the offline checks find, one per section (NATS, fetcher, each account,

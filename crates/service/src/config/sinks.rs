@@ -10,7 +10,7 @@ use oprelay_bus::ConsumerSpec;
 use oprelay_events::names;
 use oprelay_events::{AccountName, Feed};
 
-use super::{check_file, check_range, check_url, Config, ConfigError, SecretSource};
+use super::{check_file, check_range, check_url, first_problem, Config, ConfigError, SecretSource};
 use crate::units::{ByteSize, HumanDuration};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -156,10 +156,7 @@ impl Config {
     /// there. Only the forwarder (and `oprelay config check`) needs them: the other pods do not
     /// mount the SIEM credentials, so loading the config does not open them.
     pub fn check_sink_files(&self) -> Result<(), ConfigError> {
-        match self.sink_file_problems().into_iter().next() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        first_problem(self.sink_file_problems())
     }
 
     /// Every sink file that cannot be read, not only the first.
