@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use oprelay_service::config::{OutputFormat, SecretSource, SinkConfig};
 
-use super::http::{classify, client, post, read_reply, transport, Credentials};
+use super::http_client::{classify, client, post, read_reply, transport, Credentials};
 use super::{ErrorKind, Outcome, SinkError};
 use crate::format::Record;
 

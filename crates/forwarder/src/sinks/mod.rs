@@ -6,6 +6,7 @@
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
+pub mod http_client;
 pub mod splunk_hec;
 pub mod syslog;
 

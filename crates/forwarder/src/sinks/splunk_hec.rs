@@ -15,7 +15,7 @@ use serde_json::json;
 use oprelay_events::Feed;
 use oprelay_service::config::SinkConfig;
 
-use super::http::{classify, client_builder, send, Credentials};
+use super::http_client::{classify, client_builder, send, Credentials};
 use super::{Outcome, SinkError};
 use crate::format::Record;
 
@@ -40,7 +40,7 @@ pub struct SplunkHec {
     ack_timeouts: AtomicU32,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct HecReply {
     #[serde(default)]
     text: String,
@@ -141,7 +141,8 @@ impl SplunkHec {
     pub async fn healthcheck(&self) -> Result<String, SinkError> {
         let url = format!("{}/services/collector/event", self.endpoint);
         let (status, headers, body) =
-            super::http::send(&self.client, &url, self.headers()?, Vec::new(), false).await?;
+            super::http_client::send(&self.client, &url, self.headers()?, Vec::new(), false)
+                .await?;
         let reply: Option<HecReply> = serde_json::from_slice(&body).ok();
         match (status.as_u16(), reply) {
             (400, Some(r)) if r.code == 5 => Ok("HEC accepted the token".into()),
@@ -150,7 +151,7 @@ impl SplunkHec {
                 r.text, r.code
             ))),
             _ => {
-                super::http::classify(status, &headers, &body)?;
+                super::http_client::classify(status, &headers, &body)?;
                 Ok(format!("HEC answered {status}"))
             }
         }
@@ -169,36 +170,9 @@ impl SplunkHec {
         let url = format!("{}/services/collector/event", self.endpoint);
         let (status, headers, bytes) =
             send(&self.client, &url, self.headers()?, body, self.gzip).await?;
-        let reply: Option<HecReply> = serde_json::from_slice(&bytes).ok();
-        if !status.is_success() {
-            if let Some(r) = &reply {
-                let what = format!("Splunk HEC {status}, code {}: {}", r.code, r.text);
-                match r.code {
-                    // Invalid data format / event field problems: that event is refused. Whether
-                    // HEC kept the events before it is not promised, so all the others are sent
-                    // again: a possible duplicate at Splunk rather than a possible loss.
-                    5 | 6 | 12 | 13 => {
-                        if let Some(bad) = r.invalid_event.filter(|i| *i < records.len()) {
-                            return Ok(Outcome::Partial {
-                                retry: (0..records.len()).filter(|i| *i != bad).collect(),
-                                rejected: vec![(bad, what)],
-                            });
-                        }
-                        return Err(SinkError::rejected(what));
-                    }
-                    // Disabled or invalid token, missing channel, wrong index, ack disabled:
-                    // the configuration is wrong, not the data.
-                    1..=4 | 7 | 10 | 11 | 14 => return Err(SinkError::needs_operator(what)),
-                    9 => return Err(SinkError::transient(what)),
-                    _ => {}
-                }
-            }
-            classify(status, &headers, &bytes)?;
-        }
-        let Some(reply) = reply else {
-            return Err(SinkError::transient(
-                "Splunk HEC answered 200 with a body that is not its JSON reply",
-            ));
+        let reply = match judge(status, &headers, &bytes, records.len())? {
+            Judged::Accepted(reply) => reply,
+            Judged::Partial(outcome) => return Ok(outcome),
         };
         if let (Some(_), Some(ack_id)) = (&self.channel, reply.ack_id) {
             self.wait_indexed(ack_id).await?;
@@ -258,5 +232,117 @@ impl SplunkHec {
             }
             tokio::time::sleep(ACK_POLL).await;
         }
+    }
+}
+
+/// What a reply to `/services/collector/event` means.
+#[derive(Debug)]
+enum Judged {
+    /// HEC took every event; its reply carries the ack id when acks are on.
+    Accepted(HecReply),
+    /// HEC named the one event it refused; the others are sent again.
+    Partial(Outcome),
+}
+
+/// Judges HEC's reply to a request of `records` events: HEC's own error codes first (they say
+/// whether the data, the configuration or the load is at fault), the HTTP status otherwise.
+fn judge(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    bytes: &[u8],
+    records: usize,
+) -> Result<Judged, SinkError> {
+    let reply: Option<HecReply> = serde_json::from_slice(bytes).ok();
+    if !status.is_success() {
+        if let Some(r) = &reply {
+            let what = format!("Splunk HEC {status}, code {}: {}", r.code, r.text);
+            match r.code {
+                // Invalid data format / event field problems: that event is refused. Whether
+                // HEC kept the events before it is not promised, so all the others are sent
+                // again: a possible duplicate at Splunk rather than a possible loss.
+                5 | 6 | 12 | 13 => {
+                    if let Some(bad) = r.invalid_event.filter(|i| *i < records) {
+                        return Ok(Judged::Partial(Outcome::Partial {
+                            retry: (0..records).filter(|i| *i != bad).collect(),
+                            rejected: vec![(bad, what)],
+                        }));
+                    }
+                    return Err(SinkError::rejected(what));
+                }
+                // Disabled or invalid token, missing channel, wrong index, ack disabled:
+                // the configuration is wrong, not the data.
+                1..=4 | 7 | 10 | 11 | 14 => return Err(SinkError::needs_operator(what)),
+                9 => return Err(SinkError::transient(what)),
+                _ => {}
+            }
+        }
+        classify(status, headers, bytes)?;
+    }
+    reply.map(Judged::Accepted).ok_or_else(|| {
+        SinkError::transient("Splunk HEC answered 200 with a body that is not its JSON reply")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::ErrorKind;
+    use reqwest::header::HeaderMap;
+    use reqwest::StatusCode;
+
+    fn reply(status: u16, body: &str, records: usize) -> Result<Judged, SinkError> {
+        judge(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+            records,
+        )
+    }
+
+    #[test]
+    fn hec_codes_decide_before_the_status() {
+        // Splunk's replies, as its documentation lists them.
+        let ok = reply(200, r#"{"text":"Success","code":0,"ackId":7}"#, 3).unwrap();
+        assert!(matches!(
+            ok,
+            Judged::Accepted(HecReply {
+                ack_id: Some(7),
+                ..
+            })
+        ));
+        let bad_event = reply(
+            400,
+            r#"{"text":"Invalid data format","code":6,"invalid-event-number":1}"#,
+            3,
+        )
+        .unwrap();
+        let Judged::Partial(Outcome::Partial { retry, rejected }) = bad_event else {
+            panic!("one event refused: {bad_event:?}")
+        };
+        assert_eq!(retry, vec![0, 2]);
+        assert_eq!(rejected[0].0, 1);
+        assert!(rejected[0].1.contains("code 6"));
+        let token = reply(403, r#"{"text":"Invalid token","code":4}"#, 3).unwrap_err();
+        assert_eq!(token.kind, ErrorKind::NeedsOperator);
+        let busy = reply(503, r#"{"text":"Server is busy","code":9}"#, 3).unwrap_err();
+        assert_eq!(busy.kind, ErrorKind::Transient);
+        let no_number = reply(400, r#"{"text":"No data","code":5}"#, 3).unwrap_err();
+        assert_eq!(no_number.kind, ErrorKind::Rejected);
+    }
+
+    #[test]
+    fn a_reply_that_is_not_hecs_falls_back_to_the_status() {
+        let proxy = reply(502, "<html>Bad Gateway</html>", 3).unwrap_err();
+        assert_eq!(proxy.kind, ErrorKind::Transient);
+        let not_json = reply(200, "OK", 3).unwrap_err();
+        assert_eq!(not_json.kind, ErrorKind::Transient);
+        // An invalid-event-number past the request is not trusted to name a record.
+        let odd = reply(
+            400,
+            r#"{"text":"Invalid data format","code":6,"invalid-event-number":9}"#,
+            3,
+        )
+        .unwrap_err();
+        assert_eq!(odd.kind, ErrorKind::Rejected);
     }
 }
