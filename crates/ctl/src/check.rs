@@ -136,7 +136,7 @@ pub async fn online(cfg: &Config) -> Vec<Finding> {
     }
     for (i, s) in cfg.sinks.iter().enumerate() {
         let result = match AnySink::build(s) {
-            Err(e) => Err(e.problem),
+            Err(e) => Err(e.source.to_string()),
             Ok(sink) => {
                 let checked = timed(&s.name, async {
                     sink.healthcheck().await.map_err(|e| e.message)

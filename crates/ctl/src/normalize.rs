@@ -173,7 +173,7 @@ pub fn run(opts: Options, mut index: LookupIndex) -> anyhow::Result<ExitCode> {
 
 enum Failed {
     Normalize(RejectReason),
-    Render(String),
+    Render(oprelay_forwarder::format::RenderError),
 }
 
 impl std::fmt::Display for Failed {

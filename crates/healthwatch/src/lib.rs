@@ -50,7 +50,7 @@ pub enum HealthwatchError {
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("healthwatch.notify: {0}")]
-    Notify(String),
+    Notify(#[from] notify::NotifyError),
 }
 
 /// What tests and embedders may change.
@@ -78,8 +78,7 @@ pub async fn run_with(
         .iter()
         .enumerate()
         .map(|(i, n)| Notifier::new(i, n))
-        .collect::<Result<_, _>>()
-        .map_err(HealthwatchError::Notify)?;
+        .collect::<Result<_, _>>()?;
     let metrics = Metrics::new();
     let hw_metrics = HealthwatchMetrics::register(&metrics);
     let Some(started) =

@@ -12,6 +12,40 @@ use oprelay_service::config::{NotifyConfig, NotifyType};
 
 use crate::alarm::AlarmRecord;
 
+/// Why a notifier could not be set up, or a notification not delivered. Never carries the
+/// URL: Slack's and many webhooks' URLs are secrets.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Its configuration cannot be used (a `url_file` that cannot be read, a bad URL).
+    #[error(transparent)]
+    Config(#[from] oprelay_service::ConfigError),
+    /// The HTTP client could not be built.
+    #[error("notify[{index}]: {source}")]
+    Client {
+        /// Which notifier.
+        index: usize,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The endpoint could not be reached.
+    #[error("{name}: {source}")]
+    Unreachable {
+        /// The notifier (`webhook-0`, …).
+        name: String,
+        /// Why, without the URL.
+        source: reqwest::Error,
+    },
+    /// The endpoint answered with something other than success.
+    #[error("{name}: HTTP {status}")]
+    Refused {
+        /// The notifier.
+        name: String,
+        /// Its answer.
+        status: reqwest::StatusCode,
+    },
+}
+
+/// One configured destination of notifications.
 pub struct Notifier {
     /// Stable name under which deliveries are recorded: `webhook-0`, `slack-1`, …
     pub name: String,
@@ -21,7 +55,8 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(index: usize, config: &NotifyConfig) -> Result<Notifier, String> {
+    /// The notifier of `healthwatch.notify[index]`; reads `url_file` now.
+    pub fn new(index: usize, config: &NotifyConfig) -> Result<Notifier, NotifyError> {
         let kind = config.kind;
         let prefix = match kind {
             NotifyType::Webhook => "webhook",
@@ -30,16 +65,14 @@ impl Notifier {
         Ok(Notifier {
             name: format!("{prefix}-{index}"),
             kind,
-            url: config
-                .endpoint(&format!("healthwatch.notify[{index}]"))
-                .map_err(|e| e.to_string())?,
+            url: config.endpoint(&format!("healthwatch.notify[{index}]"))?,
             // A redirect would turn the POST into a bodiless GET and its 200 would count as
             // notified; follow none, so a moved webhook shows as a failing one.
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
                 .build()
-                .map_err(|e| format!("notify[{index}]: {e}"))?,
+                .map_err(|source| NotifyError::Client { index, source })?,
         })
     }
 
@@ -89,18 +122,24 @@ impl Notifier {
         record: &AlarmRecord,
         what: AlarmState,
         now: time::OffsetDateTime,
-    ) -> Result<(), String> {
+    ) -> Result<(), NotifyError> {
         let resp = self
             .http
             .post(&self.url)
             .json(&self.body(record, what, now))
             .send()
             .await
-            .map_err(|e| format!("{}: {}", self.name, e.without_url()))?;
+            .map_err(|e| NotifyError::Unreachable {
+                name: self.name.clone(),
+                source: e.without_url(),
+            })?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("{}: HTTP {}", self.name, resp.status()))
+            Err(NotifyError::Refused {
+                name: self.name.clone(),
+                status: resp.status(),
+            })
         }
     }
 }
@@ -173,7 +212,10 @@ mod tests {
         let err = Notifier::new(0, &from_file(dir.path().join("missing")))
             .err()
             .unwrap();
-        assert!(err.contains("healthwatch.notify[0].url_file"), "{err}");
+        assert!(
+            err.to_string().contains("healthwatch.notify[0].url_file"),
+            "{err}"
+        );
     }
 
     #[test]

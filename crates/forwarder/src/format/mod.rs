@@ -75,6 +75,23 @@ pub fn original(line: &[u8]) -> Option<Vec<u8>> {
         .then(|| b"{}".to_vec())
 }
 
+/// Why a line of `OP_EVENTS` cannot be rendered for a sink.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The line is not a record the normalizer wrote.
+    #[error("not a normalized record: {0}")]
+    NotARecord(serde_json::Error),
+    /// Its `p_event_time` is not in Panther's format.
+    #[error("p_event_time `{0}` is not Panther's format")]
+    EventTime(String),
+    /// It has no `p_*` fields, so there is no original event to cut out (`raw`).
+    #[error("the record has no p_log_type")]
+    NoLogType,
+    /// It could not be read as a JSON object for the ECS mapping.
+    #[error("cannot map it to ECS: {0}")]
+    Ecs(serde_json::Error),
+}
+
 /// What every sink needs of a normalized record besides its body.
 struct RecordMeta {
     row_id: String,
@@ -83,13 +100,9 @@ struct RecordMeta {
 }
 
 impl RecordMeta {
-    fn from(meta: Meta<'_>) -> Result<RecordMeta, String> {
-        let event_time = parse_panther_time(meta.p_event_time).ok_or_else(|| {
-            format!(
-                "p_event_time `{}` is not Panther's format",
-                meta.p_event_time
-            )
-        })?;
+    fn from(meta: Meta<'_>) -> Result<RecordMeta, RenderError> {
+        let event_time = parse_panther_time(meta.p_event_time)
+            .ok_or_else(|| RenderError::EventTime(meta.p_event_time.to_owned()))?;
         Ok(RecordMeta {
             row_id: meta.p_row_id.to_owned(),
             event_time,
@@ -103,7 +116,7 @@ impl RecordMeta {
 /// the record) is not tokenized again for every sink. A key of that name nested inside the
 /// event comes earlier, and one inside a string has its quotes escaped, so the last match is
 /// the normalizer's. A record without the mark (another writer) is read whole.
-fn meta(line: &[u8]) -> Result<RecordMeta, String> {
+fn meta(line: &[u8]) -> Result<RecordMeta, RenderError> {
     const MARK: &[u8] = b",\"p_log_type\":";
     if let Some(pos) = line.windows(MARK.len()).rposition(|w| w == MARK) {
         // `"p_log_type":…}` ends the record: with a `{` before it, an object of its own.
@@ -114,8 +127,7 @@ fn meta(line: &[u8]) -> Result<RecordMeta, String> {
             return RecordMeta::from(m);
         }
     }
-    let m: Meta =
-        serde_json::from_slice(line).map_err(|e| format!("not a normalized record: {e}"))?;
+    let m: Meta = serde_json::from_slice(line).map_err(RenderError::NotARecord)?;
     RecordMeta::from(m)
 }
 
@@ -125,14 +137,14 @@ pub fn render(
     format: OutputFormat,
     account: &str,
     feed: Feed,
-) -> Result<Record, String> {
+) -> Result<Record, RenderError> {
     let meta = meta(line)?;
     let body = match format {
         OutputFormat::Panther => line.to_vec(),
-        OutputFormat::Raw => original(line).ok_or("the record has no p_log_type")?,
+        OutputFormat::Raw => original(line).ok_or(RenderError::NoLogType)?,
         OutputFormat::Ecs => {
-            let v: Map<String, Value> = serde_json::from_slice(line).map_err(|e| e.to_string())?;
-            serde_json::to_vec(&ecs(v, feed, meta.event_time)).map_err(|e| e.to_string())?
+            let v: Map<String, Value> = serde_json::from_slice(line).map_err(RenderError::Ecs)?;
+            serde_json::to_vec(&ecs(v, feed, meta.event_time)).map_err(RenderError::Ecs)?
         }
     };
     Ok(Record {

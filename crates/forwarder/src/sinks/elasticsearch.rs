@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use oprelay_service::config::{OutputFormat, SecretSource, SinkConfig};
 
 use super::http_client::{classify, client, post, read_reply, transport, Credentials};
-use super::{ErrorKind, Outcome, SinkError};
+use super::{ErrorKind, Outcome, SetupError, SinkError};
 use crate::format::Record;
 
 /// oprelay's index templates, one per record format; `deploy/siem/elasticsearch/` documents
@@ -93,7 +93,7 @@ pub fn index_name(template: &str, r: &Record) -> String {
 }
 
 impl Elasticsearch {
-    pub fn new(config: &SinkConfig) -> Result<Elasticsearch, String> {
+    pub fn new(config: &SinkConfig) -> Result<Elasticsearch, SetupError> {
         let auth = match &config.api_key_file {
             Some(k) => Credentials::ApiKey(SecretSource::File(k.clone())),
             None => Credentials::basic(config).unwrap_or(Credentials::None),
@@ -101,7 +101,10 @@ impl Elasticsearch {
         let root = config
             .endpoint
             .clone()
-            .ok_or("an elasticsearch sink needs `endpoint`")?
+            .ok_or(SetupError::Missing {
+                kind: "elasticsearch",
+                key: "endpoint",
+            })?
             .trim_end_matches('/')
             .to_owned();
         let index = config
@@ -111,7 +114,8 @@ impl Elasticsearch {
         let template = match config.manage_template {
             Some(true) => Some((
                 format!("oprelay-{}", config.name),
-                index_template(config.format, &index)?,
+                index_template(config.format, &index)
+                    .map_err(|problem| SetupError::invalid("manage_template", problem))?,
             )),
             _ => None,
         };

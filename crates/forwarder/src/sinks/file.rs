@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use oprelay_service::config::SinkConfig;
 
-use super::{Outcome, SinkError};
+use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
 
 pub struct FileSink {
@@ -20,8 +20,11 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    pub fn new(config: &SinkConfig) -> Result<FileSink, String> {
-        let path = config.path.clone().ok_or("a file sink needs `path`")?;
+    pub fn new(config: &SinkConfig) -> Result<FileSink, SetupError> {
+        let path = config.path.clone().ok_or(SetupError::Missing {
+            kind: "file",
+            key: "path",
+        })?;
         Ok(FileSink {
             path,
             max_bytes: config.max_bytes.map(|b| b.0),

@@ -6,7 +6,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use oprelay_service::config::{Encoding, SecretSource, SinkConfig};
 
 use super::http_client::{client, post, read_secret, transport, Credentials};
-use super::{Outcome, SinkError};
+use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
 
 pub struct HttpSink {
@@ -21,22 +21,28 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(config: &SinkConfig) -> Result<HttpSink, String> {
+    pub fn new(config: &SinkConfig) -> Result<HttpSink, SetupError> {
         let mut headers = HeaderMap::new();
         for (k, v) in config.headers.iter().flatten() {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("headers: `{k}` is not a header name"))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|_| format!("headers.{k}: not a valid header value"))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                SetupError::invalid("headers", format!("`{k}` is not a header name"))
+            })?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                SetupError::invalid(format!("headers.{k}"), "not a valid header value")
+            })?;
             headers.insert(name, value);
         }
         let mut secret_headers = Vec::new();
         for (k, path) in config.headers_from_files.iter().flatten() {
-            let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| format!("headers_from_files: `{k}` is not a header name"))?;
+            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                SetupError::invalid("headers_from_files", format!("`{k}` is not a header name"))
+            })?;
             secret_headers.push((name, SecretSource::File(path.clone())));
         }
-        let json_array = config.encoding()? == Encoding::JsonArray;
+        let encoding = config
+            .encoding()
+            .map_err(|problem| SetupError::invalid("encoding", problem))?;
+        let json_array = encoding == Encoding::JsonArray;
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(if json_array {
@@ -51,10 +57,10 @@ impl HttpSink {
             .unwrap_or(Credentials::None);
         Ok(HttpSink {
             client: client(config)?,
-            endpoint: config
-                .endpoint
-                .clone()
-                .ok_or("an http sink needs `endpoint`")?,
+            endpoint: config.endpoint.clone().ok_or(SetupError::Missing {
+                kind: "http",
+                key: "endpoint",
+            })?,
             headers,
             secret_headers,
             auth,

@@ -16,21 +16,19 @@ use oprelay_service::config::{SecretSource, SinkConfig};
 use oprelay_service::telemetry;
 use tracing::Instrument;
 
-use super::SinkError;
+use super::{SetupError, SinkError};
 
 /// How long one delivery request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A client with the sink's TLS settings: private CA, client certificate, verification (on
 /// unless turned off in writing, which is logged).
-pub fn client(config: &SinkConfig) -> Result<reqwest::Client, String> {
-    client_builder(config)?
-        .build()
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))
+pub fn client(config: &SinkConfig) -> Result<reqwest::Client, SetupError> {
+    Ok(client_builder(config)?.build()?)
 }
 
 /// [`client`]'s settings, for a sink that adds its own (Splunk's cookie store).
-pub fn client_builder(config: &SinkConfig) -> Result<reqwest::ClientBuilder, String> {
+pub fn client_builder(config: &SinkConfig) -> Result<reqwest::ClientBuilder, SetupError> {
     let mut b = reqwest::Client::builder()
         // A redirect is a configuration problem, never followed: reqwest would turn the POST
         // into a bodiless GET on 301/302 and count the 200 that follows as delivered.
@@ -40,20 +38,24 @@ pub fn client_builder(config: &SinkConfig) -> Result<reqwest::ClientBuilder, Str
         .user_agent(concat!("oprelay/", env!("CARGO_PKG_VERSION")));
     let tls = &config.tls;
     if let Some(ca) = &tls.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-        for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
-        {
+        let bad_ca = |e: &dyn std::fmt::Display| {
+            SetupError::invalid("tls.ca_file", format!("{}: {e}", ca.display()))
+        };
+        let pem = std::fs::read(ca).map_err(|e| bad_ca(&e))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad_ca(&e))? {
             b = b.add_root_certificate(cert);
         }
     }
     if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-        let mut pem =
-            std::fs::read(cert).map_err(|e| format!("tls.cert_file {}: {e}", cert.display()))?;
-        pem.extend(std::fs::read(key).map_err(|e| format!("tls.key_file {}: {e}", key.display()))?);
+        let read = |key: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| SetupError::invalid(key, format!("{}: {e}", path.display())))
+        };
+        let mut pem = read("tls.cert_file", cert)?;
+        pem.extend(read("tls.key_file", key)?);
         b = b.identity(
             reqwest::Identity::from_pem(&pem)
-                .map_err(|e| format!("tls client certificate: {e}"))?,
+                .map_err(|e| SetupError::invalid("tls.cert_file", e))?,
         );
     }
     if !tls.verify {

@@ -93,12 +93,48 @@ impl SinkError {
     }
 }
 
-/// A problem building a sink from its config.
+/// Why a sink cannot be built from its configuration.
 #[derive(Debug, thiserror::Error)]
-#[error("sink {sink}: {problem}")]
+pub enum SetupError {
+    /// A key the sink needs is not set (the configuration's validation catches this first).
+    #[error("a {kind} sink needs `{key}`")]
+    Missing {
+        /// The sink type.
+        kind: &'static str,
+        /// The key.
+        key: &'static str,
+    },
+    /// A value the sink cannot use.
+    #[error("{key}: {problem}")]
+    Invalid {
+        /// The key, as the configuration names it.
+        key: String,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// The HTTP client refused its settings (TLS material).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl SetupError {
+    /// A value of `key` the sink cannot use.
+    pub fn invalid(key: impl Into<String>, problem: impl std::fmt::Display) -> Self {
+        SetupError::Invalid {
+            key: key.into(),
+            problem: problem.to_string(),
+        }
+    }
+}
+
+/// A sink that could not be built, by name.
+#[derive(Debug, thiserror::Error)]
+#[error("sink {sink}: {source}")]
 pub struct BuildError {
+    /// The sink's name.
     pub sink: String,
-    pub problem: String,
+    /// Why.
+    pub source: SetupError,
 }
 
 pub enum AnySink {
@@ -111,9 +147,9 @@ pub enum AnySink {
 
 impl AnySink {
     pub fn build(config: &SinkConfig) -> Result<AnySink, BuildError> {
-        let fail = |problem: String| BuildError {
+        let fail = |source: SetupError| BuildError {
             sink: config.name.clone(),
-            problem,
+            source,
         };
         Ok(match config.kind {
             SinkType::File => AnySink::File(file::FileSink::new(config).map_err(fail)?),

@@ -16,7 +16,7 @@ use oprelay_events::Feed;
 use oprelay_service::config::SinkConfig;
 
 use super::http_client::{classify, client_builder, send, Credentials};
-use super::{Outcome, SinkError};
+use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
 
 /// How often to ask whether an acknowledged request was indexed; how long by default.
@@ -62,20 +62,22 @@ fn random_channel() -> String {
 }
 
 impl SplunkHec {
-    pub fn new(config: &SinkConfig) -> Result<SplunkHec, String> {
-        let token =
-            Credentials::token(config).ok_or("a splunk_hec sink needs token_file or token_env")?;
+    pub fn new(config: &SinkConfig) -> Result<SplunkHec, SetupError> {
+        let token = Credentials::token(config).ok_or(SetupError::Missing {
+            kind: "splunk_hec",
+            key: "token_file",
+        })?;
         Ok(SplunkHec {
             // Cookies kept: a load balancer that is sticky by cookie sends the ack polls to the
             // indexer that took the batch.
-            client: client_builder(config)?
-                .cookie_store(true)
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))?,
+            client: client_builder(config)?.cookie_store(true).build()?,
             endpoint: config
                 .endpoint
                 .clone()
-                .ok_or("a splunk_hec sink needs `endpoint`")?
+                .ok_or(SetupError::Missing {
+                    kind: "splunk_hec",
+                    key: "endpoint",
+                })?
                 .trim_end_matches('/')
                 .to_owned(),
             auth: Credentials::Splunk(token),

@@ -15,7 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use oprelay_service::config::{SinkConfig, Transport};
 
-use super::{Outcome, SinkError};
+use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
 
 /// facility 10 (security/authorization) × 8 + severity 6 (informational).
@@ -45,23 +45,24 @@ pub struct Syslog {
 fn tls_connector(
     config: &SinkConfig,
     host: &str,
-) -> Result<(TlsConnector, ServerName<'static>), String> {
+) -> Result<(TlsConnector, ServerName<'static>), SetupError> {
     oprelay_bus::install_crypto_provider();
     let tls = &config.tls;
     let mut roots = RootCertStore::empty();
     if let Some(ca) = &tls.ca_file {
-        for cert in CertificateDer::pem_file_iter(ca)
-            .map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?
-        {
+        let bad_ca = |e: &dyn std::fmt::Display| {
+            SetupError::invalid("tls.ca_file", format!("{}: {e}", ca.display()))
+        };
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad_ca(&e))? {
             roots
-                .add(cert.map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?)
-                .map_err(|e| format!("tls.ca_file: {e}"))?;
+                .add(cert.map_err(|e| bad_ca(&e))?)
+                .map_err(|e| bad_ca(&e))?;
         }
     } else if tls.verify {
-        return Err(
-            "syslog over TLS needs tls.ca_file (the CA that signed the receiver's certificate)"
-                .into(),
-        );
+        return Err(SetupError::invalid(
+            "tls.ca_file",
+            "missing: syslog over TLS needs the CA that signed the receiver's certificate",
+        ));
     }
     let builder = ClientConfig::builder();
     let builder = if tls.verify {
@@ -75,18 +76,20 @@ fn tls_connector(
     let client = match (&tls.cert_file, &tls.key_file) {
         (Some(c), Some(k)) => {
             let certs = CertificateDer::pem_file_iter(c)
-                .map_err(|e| format!("tls.cert_file: {e}"))?
+                .map_err(|e| SetupError::invalid("tls.cert_file", e))?
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("tls.cert_file: {e}"))?;
-            let key = PrivateKeyDer::from_pem_file(k).map_err(|e| format!("tls.key_file: {e}"))?;
+                .map_err(|e| SetupError::invalid("tls.cert_file", e))?;
+            let key = PrivateKeyDer::from_pem_file(k)
+                .map_err(|e| SetupError::invalid("tls.key_file", e))?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|e| format!("tls client certificate: {e}"))?
+                .map_err(|e| SetupError::invalid("tls.cert_file", e))?
         }
         _ => builder.with_no_client_auth(),
     };
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|_| format!("`{host}` is not a host name for TLS"))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+        SetupError::invalid("address", format!("`{host}` is not a host name for TLS"))
+    })?;
     Ok((TlsConnector::from(Arc::new(client)), name))
 }
 
@@ -165,16 +168,18 @@ pub fn message(r: &Record, hostname: &str) -> Vec<u8> {
 }
 
 impl Syslog {
-    pub fn new(config: &SinkConfig) -> Result<Syslog, String> {
-        let address = config
-            .address
-            .clone()
-            .ok_or("a syslog sink needs `address` (host:port)")?;
-        let transport = config.transport()?;
+    pub fn new(config: &SinkConfig) -> Result<Syslog, SetupError> {
+        let address = config.address.clone().ok_or(SetupError::Missing {
+            kind: "syslog",
+            key: "address",
+        })?;
+        let transport = config
+            .transport()
+            .map_err(|problem| SetupError::invalid("transport", problem))?;
         let host = address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']))
-            .ok_or("`address` must be host:port")?;
+            .ok_or_else(|| SetupError::invalid("address", "must be host:port"))?;
         let tls = (transport == Transport::Tls)
             .then(|| tls_connector(config, host))
             .transpose()?;
