@@ -20,6 +20,22 @@ async fn bus(server: &NatsServer) -> Bus {
         .expect("connect")
 }
 
+/// Provisioning what is already there changes nothing and holds nothing back: `oprelay nats
+/// provision` run twice must not ask for `--shrink-retention` (and exit 2) over a limit the
+/// server only spells differently.
+#[tokio::test]
+async fn provisioning_again_finds_everything_up_to_date() {
+    let server = NatsServer::start();
+    let bus = bus(&server).await;
+    let topology = Topology::default();
+    bus.provision(&topology).await.expect("first");
+    let steps = bus.provision(&topology).await.expect("second");
+    for step in &steps {
+        assert_eq!(step.action, oprelay_bus::Action::Unchanged, "{step}");
+        assert!(step.held_back.is_empty(), "{step}");
+    }
+}
+
 #[tokio::test]
 async fn provisioning_is_idempotent_even_when_racing() {
     let server = NatsServer::start();

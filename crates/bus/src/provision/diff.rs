@@ -31,6 +31,17 @@ fn count_limit(n: i64) -> i64 {
     }
 }
 
+/// Messages kept per subject (a KV bucket's history): `0` and `-1` both mean "no limit" to
+/// JetStream, which stores a stream created with 0 as -1. Read alike, so provisioning an
+/// existing stream again finds nothing to change.
+fn per_subject_limit(n: i64) -> i64 {
+    if n <= 0 {
+        i64::MAX
+    } else {
+        n
+    }
+}
+
 fn shown_bytes(n: i64) -> String {
     if n < 0 {
         "unlimited".to_owned()
@@ -92,13 +103,16 @@ pub(super) fn diff_limits(have: &stream::Config, want: &stream::Config, shrink: 
         let shrinks = count_limit(want.max_bytes) < count_limit(have.max_bytes);
         limit(text, shrinks, &mut |t| t.max_bytes = want.max_bytes);
     }
-    if have.max_messages_per_subject != want.max_messages_per_subject {
+    let (have_per_subject, want_per_subject) = (
+        per_subject_limit(have.max_messages_per_subject),
+        per_subject_limit(want.max_messages_per_subject),
+    );
+    if have_per_subject != want_per_subject {
         let text = format!(
             "history {} → {}",
             have.max_messages_per_subject, want.max_messages_per_subject
         );
-        let shrinks =
-            count_limit(want.max_messages_per_subject) < count_limit(have.max_messages_per_subject);
+        let shrinks = want_per_subject < have_per_subject;
         limit(text, shrinks, &mut |t| {
             t.max_messages_per_subject = want.max_messages_per_subject
         });
@@ -162,6 +176,21 @@ mod tests {
             num_replicas: replicas,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn no_per_subject_limit_is_no_limit_however_it_is_spelled() {
+        let mut have = stream(24, -1, 1);
+        have.max_messages_per_subject = -1;
+        let mut want = stream(24, -1, 1);
+        want.max_messages_per_subject = 0;
+        let d = diff_limits(&have, &want, false);
+        assert!(
+            d.changes.is_empty() && d.shrinks.is_empty(),
+            "{:?} {:?}",
+            d.changes,
+            d.shrinks
+        );
     }
 
     #[test]
