@@ -18,7 +18,6 @@ use oprelay_events::{
 };
 use oprelay_service::config::ApiVersion;
 use oprelay_service::telemetry;
-use tracing::Instrument;
 
 /// How long one request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -235,20 +234,11 @@ impl EventsApi {
         url: &str,
         token: &Secret,
     ) -> Result<T, ApiError> {
-        let span = telemetry::http_client_span("GET", url);
-        let resp = self
-            .http
-            .get(url)
-            .header(AUTHORIZATION, bearer(token)?)
-            .send()
-            .instrument(span.clone())
+        let request = self.http.get(url).header(AUTHORIZATION, bearer(token)?);
+        let resp = telemetry::send_traced("GET", url, request)
             .await
-            .map_err(|e| {
-                telemetry::record_http_failure(&span, "transport");
-                transport(e)
-            })?;
+            .map_err(transport)?;
         let status = resp.status();
-        telemetry::record_http_status(&span, status.as_u16());
         let headers = resp.headers().clone();
         let body = read_body(resp, self.max_body).await?;
         check_status(status.as_u16(), &headers, &body, url)?;
@@ -269,22 +259,16 @@ impl EventsApi {
         };
         let url = format!("{}/api/{version}/{}", self.base_url, feed.api_name());
         let body = serde_json::to_vec(request).map_err(|e| ApiError::Malformed(e.to_string()))?;
-        let span = telemetry::http_client_span("POST", &url);
-        let resp = self
+        let request = self
             .http
             .post(&url)
             .header(AUTHORIZATION, bearer(token)?)
             .header(CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
-            .instrument(span.clone())
+            .body(body);
+        let resp = telemetry::send_traced("POST", &url, request)
             .await
-            .map_err(|e| {
-                telemetry::record_http_failure(&span, "transport");
-                transport(e)
-            })?;
+            .map_err(transport)?;
         let status = resp.status().as_u16();
-        telemetry::record_http_status(&span, status);
         let headers = resp.headers().clone();
         let body = read_body(resp, self.max_body).await?;
         check_status(status, &headers, &body, &url)?;

@@ -291,6 +291,27 @@ pub fn record_http_failure(span: &tracing::Span, kind: &str) {
     span.record("otel.status_code", "ERROR");
 }
 
+/// Sends `request` in a client span ([`http_client_span`]) that records the status, or the
+/// failure when no status came back: every outgoing HTTP request of oprelay goes through here.
+pub async fn send_traced(
+    method: &'static str,
+    url: &str,
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    use tracing::Instrument;
+    let span = http_client_span(method, url);
+    match request.send().instrument(span.clone()).await {
+        Ok(resp) => {
+            record_http_status(&span, resp.status().as_u16());
+            Ok(resp)
+        }
+        Err(e) => {
+            record_http_failure(&span, "transport");
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod url_tests {
     use super::TracedUrl;

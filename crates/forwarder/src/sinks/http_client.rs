@@ -14,7 +14,6 @@ use reqwest::StatusCode;
 use oprelay_events::Secret;
 use oprelay_service::config::{SecretSource, SinkConfig};
 use oprelay_service::telemetry;
-use tracing::Instrument;
 
 use super::{SetupError, SinkError};
 
@@ -139,18 +138,10 @@ pub async fn send(
     } else {
         body
     };
-    let span = telemetry::http_client_span("POST", url);
-    let resp = req
-        .body(body)
-        .send()
-        .instrument(span.clone())
+    let resp = telemetry::send_traced("POST", url, req.body(body))
         .await
-        .map_err(|e| {
-            telemetry::record_http_failure(&span, "transport");
-            transport(e)
-        })?;
+        .map_err(transport)?;
     let status = resp.status();
-    telemetry::record_http_status(&span, status.as_u16());
     let headers = resp.headers().clone();
     let body = read_reply(resp, MAX_REPLY).await?;
     Ok((status, headers, body))
