@@ -172,11 +172,7 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                         return (StatusCode::PAYLOAD_TOO_LARGE, "request entity too large")
                             .into_response();
                     }
-                    let ct = headers
-                        .get("content-type")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_owned();
+                    let ct = content_type(&headers).to_owned();
                     let lines: Vec<Value> = if ct == "application/json" {
                         match serde_json::from_slice::<Vec<Value>>(&body) {
                             Ok(v) => v,
@@ -217,6 +213,14 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
         .with_state(state)
 }
 
+/// The request's `Content-Type`, empty when it has none.
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
 /// Elasticsearch `_bulk`, as strict as the real one about framing, actions and ids.
 /// Elasticsearch refuses a request without the credentials it requires.
 fn es_auth(state: &Shared, headers: &HeaderMap) -> Option<Response> {
@@ -253,10 +257,7 @@ async fn es_put_template(
     if let Some(r) = es_auth(&state, &headers) {
         return r;
     }
-    let ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let ct = content_type(&headers);
     if !ct.starts_with("application/json") {
         return (
             StatusCode::NOT_ACCEPTABLE,
@@ -292,10 +293,7 @@ async fn es_bulk(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -
     if let Some(r) = es_auth(&state, &headers) {
         return r;
     }
-    let ct = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
+    let ct = content_type(&headers);
     if ct != "application/x-ndjson" && ct != "application/json" {
         return (
             StatusCode::NOT_ACCEPTABLE,

@@ -84,16 +84,7 @@ impl Poller {
                         Some(rev),
                         state,
                     )),
-                    Err(BusError::Conflict { .. }) => {
-                        Err(DrainError::Retry(Duration::from_millis(100)))
-                    }
-                    Err(e) => Err(self
-                        .failed(
-                            format!("cursor write failed: {e}"),
-                            FetchErrorKind::CursorWrite,
-                            Recovery::Backoff,
-                        )
-                        .await),
+                    Err(e) => Err(self.cursor_write_failed(e).await),
                 }
             }
         }
@@ -135,17 +126,26 @@ impl Poller {
                 };
                 Ok(())
             }
-            Err(BusError::Conflict { .. }) => {
+            Err(e) => Err(self.cursor_write_failed(e).await),
+        }
+    }
+
+    /// A cursor write that did not go through: lost to another writer (read the cursor again
+    /// shortly), or failed (recorded, with backoff).
+    async fn cursor_write_failed(&mut self, e: BusError) -> DrainError {
+        match e {
+            BusError::Conflict { .. } => {
                 tracing::warn!("cursor changed under us (another replica?); re-reading it");
-                Err(DrainError::Retry(Duration::from_millis(100)))
+                DrainError::Retry(Duration::from_millis(100))
             }
-            Err(e) => Err(self
-                .failed(
+            e => {
+                self.failed(
                     format!("cursor write failed: {e}"),
                     FetchErrorKind::CursorWrite,
                     Recovery::Backoff,
                 )
-                .await),
+                .await
+            }
         }
     }
 }
