@@ -258,7 +258,7 @@ fn check_config(overlay: &str, objects: &[Value]) -> oprelay_service::Config {
     }
     let forwarder_secrets = mounts("oprelay-forwarder");
     for s in &config.sinks {
-        if let Some(file) = &s.token_file {
+        for (_, file) in s.files().into_iter().filter(|(key, _)| key == "token_file") {
             let file = &Path::new("/").join(file.strip_prefix(tmp.path()).unwrap());
             assert!(
                 forwarder_secrets.iter().any(|m| file.starts_with(m)),

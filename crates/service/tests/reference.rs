@@ -17,36 +17,43 @@ fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every source file of the `config` module, one after another.
+/// Every source file of the `config` module and its submodules, one after another.
 fn config_sources() -> String {
+    fn walk(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                files.push(path);
+            }
+        }
+    }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/config");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
-        .collect();
+    let mut files = Vec::new();
+    walk(&dir, &mut files);
     files.sort();
     assert!(files.len() > 1, "no config sources in {}", dir.display());
     files
         .iter()
-        .map(|p| {
-            read(&format!(
-                "src/config/{}",
-                p.file_name().unwrap().to_string_lossy()
-            ))
-        })
+        .map(|p| std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// The keys each config struct accepts, from its source: `pub` fields, renamed by
-/// `#[serde(rename = "…")]` where they are.
+/// The keys each config struct accepts, from its source: its fields (`pub` or not), renamed
+/// by `#[serde(rename = "…")]` where they are; a `#[serde(flatten)]` field holds other
+/// structs' keys and is left out.
 fn struct_keys(source: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out = BTreeMap::new();
     let mut current: Option<(String, BTreeSet<String>)> = None;
     let mut rename: Option<String> = None;
+    let mut flatten = false;
     for line in source.lines() {
-        if let Some(rest) = line.strip_prefix("pub struct ") {
+        let header = line
+            .strip_prefix("pub struct ")
+            .or(line.strip_prefix("struct "));
+        if let Some(rest) = header {
             if let Some(name) = rest.strip_suffix(" {") {
                 current = Some((name.to_owned(), BTreeSet::new()));
             }
@@ -62,10 +69,14 @@ fn struct_keys(source: &str) -> BTreeMap<String, BTreeSet<String>> {
             }
         } else if let Some(r) = t.strip_prefix("#[serde(rename = \"") {
             rename = r.split('"').next().map(str::to_owned);
-        } else if let Some(field) = t.strip_prefix("pub ") {
-            if let Some((name, _)) = field.split_once(':') {
+        } else if t == "#[serde(flatten)]" {
+            flatten = true;
+        } else if let Some((name, _)) = t.strip_prefix("pub ").unwrap_or(t).split_once(':') {
+            let is_field = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if is_field && !std::mem::take(&mut flatten) {
                 keys.insert(rename.take().unwrap_or_else(|| name.to_owned()));
             }
+            rename = None;
         }
     }
     out
@@ -94,6 +105,12 @@ fn the_reference_names_every_key_and_loads() {
         .expect("the reference as data");
     let structs = struct_keys(&config_sources());
     let sinks: Vec<&Value> = doc["sinks"].as_array().unwrap().iter().collect();
+    // Every sink takes the shared keys (`RawSink`'s); the rest belong to its type's struct.
+    let shared: BTreeSet<String> = structs["RawSink"].clone();
+    let own_keys = |kind: &str| -> BTreeSet<String> {
+        let of_kind = sinks.iter().copied().filter(|s| s["type"] == kind);
+        keys_of(of_kind).difference(&shared).cloned().collect()
+    };
     let checks: Vec<(&str, BTreeSet<String>)> = vec![
         ("Config", keys_of([&doc])),
         ("NatsConfig", keys_of([&doc["nats"]])),
@@ -103,7 +120,12 @@ fn the_reference_names_every_key_and_loads() {
             "AccountConfig",
             keys_of(doc["accounts"].as_array().unwrap()),
         ),
-        ("SinkConfig", keys_of(sinks.iter().copied())),
+        ("RawSink", shared.clone()),
+        ("SplunkHecConfig", own_keys("splunk_hec")),
+        ("ElasticsearchConfig", own_keys("elasticsearch")),
+        ("SyslogConfig", own_keys("syslog")),
+        ("HttpConfig", own_keys("http")),
+        ("FileConfig", own_keys("file")),
         ("BatchConfig", keys_of(sinks.iter().map(|s| &s["batch"]))),
         ("TlsConfig", keys_of(sinks.iter().map(|s| &s["tls"]))),
         ("HealthwatchConfig", keys_of([&doc["healthwatch"]])),

@@ -8,7 +8,7 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use oprelay_service::config::{OutputFormat, SecretSource, SinkConfig};
+use oprelay_service::config::{ElasticsearchConfig, OutputFormat, SecretSource, SinkConfig};
 
 use super::http_client::{classify, client, post, read_reply, transport, Credentials};
 use super::{ErrorKind, Outcome, SetupError, SinkError};
@@ -93,31 +93,22 @@ pub fn index_name(template: &str, r: &Record) -> String {
 }
 
 impl Elasticsearch {
-    pub fn new(config: &SinkConfig) -> Result<Elasticsearch, SetupError> {
-        let auth = match &config.api_key_file {
+    pub fn new(config: &SinkConfig, es: &ElasticsearchConfig) -> Result<Elasticsearch, SetupError> {
+        let auth = match &es.api_key_file {
             Some(k) => Credentials::ApiKey(SecretSource::File(k.clone())),
-            None => Credentials::basic(config).unwrap_or(Credentials::None),
+            None => {
+                Credentials::basic(&es.username, &es.password_file).unwrap_or(Credentials::None)
+            }
         };
-        let root = config
-            .endpoint
-            .clone()
-            .ok_or(SetupError::Missing {
-                kind: "elasticsearch",
-                key: "endpoint",
-            })?
-            .trim_end_matches('/')
-            .to_owned();
-        let index = config
-            .index
-            .clone()
-            .unwrap_or_else(|| "oprelay-{log_type}-{yyyy.MM.dd}".into());
-        let template = match config.manage_template {
-            Some(true) => Some((
+        let root = es.endpoint.trim_end_matches('/').to_owned();
+        let index = es.index.clone();
+        let template = match es.manage_template {
+            true => Some((
                 format!("oprelay-{}", config.name),
                 index_template(config.format, &index)
                     .map_err(|problem| SetupError::invalid("manage_template", problem))?,
             )),
-            _ => None,
+            false => None,
         };
         Ok(Elasticsearch {
             client: client(config)?,
@@ -125,7 +116,7 @@ impl Elasticsearch {
             root,
             index,
             auth,
-            gzip: config.gzip.unwrap_or(false),
+            gzip: es.gzip,
             template,
             template_installed: AtomicBool::new(false),
         })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use oprelay_service::config::SinkConfig;
+use oprelay_service::config::FileConfig;
 
 use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
@@ -20,13 +20,9 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    pub fn new(config: &SinkConfig) -> Result<FileSink, SetupError> {
-        let path = config.path.clone().ok_or(SetupError::Missing {
-            kind: "file",
-            key: "path",
-        })?;
+    pub fn new(config: &FileConfig) -> Result<FileSink, SetupError> {
         Ok(FileSink {
-            path,
+            path: config.path.clone(),
             max_bytes: config.max_bytes.map(|b| b.0),
             file: Arc::new(Mutex::new(None)),
         })

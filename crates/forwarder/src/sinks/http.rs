@@ -3,7 +3,7 @@
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 
-use oprelay_service::config::{Encoding, SecretSource, SinkConfig};
+use oprelay_service::config::{Encoding, HttpConfig, SecretSource, SinkConfig};
 
 use super::http_client::{client, post, read_secret, transport, Credentials};
 use super::{Outcome, SetupError, SinkError};
@@ -21,9 +21,9 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(config: &SinkConfig) -> Result<HttpSink, SetupError> {
+    pub fn new(config: &SinkConfig, http: &HttpConfig) -> Result<HttpSink, SetupError> {
         let mut headers = HeaderMap::new();
-        for (k, v) in config.headers.iter().flatten() {
+        for (k, v) in &http.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                 SetupError::invalid("headers", format!("`{k}` is not a header name"))
             })?;
@@ -33,16 +33,13 @@ impl HttpSink {
             headers.insert(name, value);
         }
         let mut secret_headers = Vec::new();
-        for (k, path) in config.headers_from_files.iter().flatten() {
+        for (k, path) in &http.headers_from_files {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
                 SetupError::invalid("headers_from_files", format!("`{k}` is not a header name"))
             })?;
             secret_headers.push((name, SecretSource::File(path.clone())));
         }
-        let encoding = config
-            .encoding()
-            .map_err(|problem| SetupError::invalid("encoding", problem))?;
-        let json_array = encoding == Encoding::JsonArray;
+        let json_array = http.encoding == Encoding::JsonArray;
         headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static(if json_array {
@@ -51,21 +48,19 @@ impl HttpSink {
                 "application/x-ndjson"
             }),
         );
-        let auth = Credentials::token(config)
+        let auth = http
+            .token()
             .map(Credentials::Bearer)
-            .or_else(|| Credentials::basic(config))
+            .or_else(|| Credentials::basic(&http.username, &http.password_file))
             .unwrap_or(Credentials::None);
         Ok(HttpSink {
             client: client(config)?,
-            endpoint: config.endpoint.clone().ok_or(SetupError::Missing {
-                kind: "http",
-                key: "endpoint",
-            })?,
+            endpoint: http.endpoint.clone(),
             headers,
             secret_headers,
             auth,
             json_array,
-            gzip: config.gzip.unwrap_or(false),
+            gzip: http.gzip,
         })
     }
 

@@ -12,6 +12,8 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, R
 use reqwest::StatusCode;
 
 use oprelay_events::Secret;
+use std::path::PathBuf;
+
 use oprelay_service::config::{SecretSource, SinkConfig};
 use oprelay_service::telemetry;
 
@@ -202,22 +204,16 @@ pub enum Credentials {
 
 impl Credentials {
     /// `username` + `password_file` as basic auth, when both are set.
-    pub fn basic(config: &SinkConfig) -> Option<Credentials> {
-        match (&config.username, &config.password_file) {
+    pub fn basic(
+        username: &Option<String>,
+        password_file: &Option<PathBuf>,
+    ) -> Option<Credentials> {
+        match (username, password_file) {
             (Some(u), Some(p)) => Some(Credentials::Basic {
                 user: u.clone(),
                 password: SecretSource::File(p.clone()),
             }),
             _ => None,
-        }
-    }
-
-    /// `token_file` or `token_env`, when one is set.
-    pub fn token(config: &SinkConfig) -> Option<SecretSource> {
-        match (&config.token_file, &config.token_env) {
-            (Some(f), _) => Some(SecretSource::File(f.clone())),
-            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
-            (None, None) => None,
         }
     }
 

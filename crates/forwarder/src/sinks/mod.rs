@@ -12,7 +12,7 @@ pub mod syslog;
 
 use std::time::Duration;
 
-use oprelay_service::config::{SinkConfig, SinkType};
+use oprelay_service::config::{SinkConfig, SinkSettings};
 
 use crate::format::Record;
 
@@ -151,16 +151,21 @@ impl AnySink {
             sink: config.name.clone(),
             source,
         };
-        Ok(match config.kind {
-            SinkType::File => AnySink::File(file::FileSink::new(config).map_err(fail)?),
-            SinkType::Http => AnySink::Http(http::HttpSink::new(config).map_err(fail)?),
-            SinkType::SplunkHec => {
-                AnySink::SplunkHec(splunk_hec::SplunkHec::new(config).map_err(fail)?)
+        let settings = config
+            .settings()
+            .map_err(|e| fail(SetupError::invalid(e.key, e.problem)))?;
+        Ok(match settings {
+            SinkSettings::File(c) => AnySink::File(file::FileSink::new(c).map_err(fail)?),
+            SinkSettings::Http(c) => AnySink::Http(http::HttpSink::new(config, c).map_err(fail)?),
+            SinkSettings::SplunkHec(c) => {
+                AnySink::SplunkHec(splunk_hec::SplunkHec::new(config, c).map_err(fail)?)
             }
-            SinkType::Elasticsearch => {
-                AnySink::Elasticsearch(elasticsearch::Elasticsearch::new(config).map_err(fail)?)
+            SinkSettings::Elasticsearch(c) => {
+                AnySink::Elasticsearch(elasticsearch::Elasticsearch::new(config, c).map_err(fail)?)
             }
-            SinkType::Syslog => AnySink::Syslog(syslog::Syslog::new(config).map_err(fail)?),
+            SinkSettings::Syslog(c) => {
+                AnySink::Syslog(syslog::Syslog::new(config, c).map_err(fail)?)
+            }
         })
     }
 

@@ -13,15 +13,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use oprelay_events::Feed;
-use oprelay_service::config::SinkConfig;
+use oprelay_service::config::{SinkConfig, SplunkHecConfig};
 
 use super::http_client::{classify, client_builder, send, Credentials};
 use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
 
-/// How often to ask whether an acknowledged request was indexed; how long by default.
+/// How often to ask whether an acknowledged request was indexed.
 const ACK_POLL: Duration = Duration::from_millis(500);
-const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Resends in a row after ack timeouts before the sink waits as for a configuration problem:
 /// Splunk took every copy, so each resend is a likely duplicate.
 const MAX_ACK_RESENDS: u32 = 3;
@@ -62,8 +61,8 @@ fn random_channel() -> String {
 }
 
 impl SplunkHec {
-    pub fn new(config: &SinkConfig) -> Result<SplunkHec, SetupError> {
-        let token = Credentials::token(config).ok_or(SetupError::Missing {
+    pub fn new(config: &SinkConfig, hec: &SplunkHecConfig) -> Result<SplunkHec, SetupError> {
+        let token = hec.token().ok_or(SetupError::Missing {
             kind: "splunk_hec",
             key: "token_file",
         })?;
@@ -71,23 +70,15 @@ impl SplunkHec {
             // Cookies kept: a load balancer that is sticky by cookie sends the ack polls to the
             // indexer that took the batch.
             client: client_builder(config)?.cookie_store(true).build()?,
-            endpoint: config
-                .endpoint
-                .clone()
-                .ok_or(SetupError::Missing {
-                    kind: "splunk_hec",
-                    key: "endpoint",
-                })?
-                .trim_end_matches('/')
-                .to_owned(),
+            endpoint: hec.endpoint.trim_end_matches('/').to_owned(),
             auth: Credentials::Splunk(token),
-            index: config.index.clone(),
-            sourcetype: config.sourcetype.clone(),
+            index: hec.index.clone(),
+            sourcetype: hec.sourcetype.clone(),
             host: std::env::var("HOSTNAME").unwrap_or_else(|_| "oprelay".into()),
             // One channel per sink instance, as Splunk's indexer acknowledgement needs.
-            channel: config.ack.unwrap_or(false).then(random_channel),
-            gzip: config.gzip.unwrap_or(true),
-            ack_timeout: config.ack_timeout.map_or(ACK_TIMEOUT, |d| d.0),
+            channel: hec.ack.then(random_channel),
+            gzip: hec.gzip,
+            ack_timeout: hec.ack_timeout.0,
             ack_timeouts: AtomicU32::new(0),
         })
     }

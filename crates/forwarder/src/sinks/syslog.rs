@@ -13,7 +13,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use oprelay_service::config::{SinkConfig, Transport};
+use oprelay_service::config::{SinkConfig, SyslogConfig, Transport};
 
 use super::{Outcome, SetupError, SinkError};
 use crate::format::Record;
@@ -168,14 +168,9 @@ pub fn message(r: &Record, hostname: &str) -> Vec<u8> {
 }
 
 impl Syslog {
-    pub fn new(config: &SinkConfig) -> Result<Syslog, SetupError> {
-        let address = config.address.clone().ok_or(SetupError::Missing {
-            kind: "syslog",
-            key: "address",
-        })?;
-        let transport = config
-            .transport()
-            .map_err(|problem| SetupError::invalid("transport", problem))?;
+    pub fn new(config: &SinkConfig, syslog: &SyslogConfig) -> Result<Syslog, SetupError> {
+        let address = syslog.address.clone();
+        let transport = syslog.transport;
         let host = address
             .rsplit_once(':')
             .map(|(h, _)| h.trim_matches(['[', ']']))

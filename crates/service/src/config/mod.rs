@@ -16,7 +16,10 @@ pub use accounts::{AccountConfig, ApiVersion, FetcherConfig};
 pub use healthwatch::{HealthwatchConfig, NotifyConfig, NotifyType};
 pub use nats::NatsConfig;
 pub use secret::{SecretError, SecretSource};
-pub use sinks::{BatchConfig, Encoding, OutputFormat, SinkConfig, SinkType, TlsConfig, Transport};
+pub use sinks::{
+    BatchConfig, ElasticsearchConfig, Encoding, FileConfig, HttpConfig, OutputFormat, SinkConfig,
+    SinkSettings, SinkType, SplunkHecConfig, SyslogConfig, TlsConfig, Transport,
+};
 pub use telemetry::{LogFormat, TelemetryConfig};
 
 use std::path::Path;

@@ -48,6 +48,17 @@ impl SecretSource {
         Ok(Secret::new(trimmed))
     }
 
+    /// A secret named by a `_file` key or an `_env` key; the file when both are given (which
+    /// validation refuses).
+    pub fn either(file: &Option<PathBuf>, env: &Option<String>) -> Option<SecretSource> {
+        match (file, env) {
+            (Some(f), _) => Some(SecretSource::File(f.clone())),
+            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// The secret named by `{key}_file` or `{key}_env`, refusing both at once.
     pub(super) fn from_keys(
         key: &str,
         file: &Option<PathBuf>,
