@@ -12,7 +12,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use oprelay_events::{Feed, LookupRow};
-use oprelay_forwarder::format;
+use oprelay_format as format;
 use oprelay_normalizer::event_files::{self, FoundEvent};
 use oprelay_normalizer::lookup::LookupIndex;
 use oprelay_normalizer::normalize::{normalize_record, PageContext, RejectReason, Source};
@@ -173,7 +173,7 @@ pub fn run(opts: Options, mut index: LookupIndex) -> anyhow::Result<ExitCode> {
 
 enum Failed {
     Normalize(RejectReason),
-    Render(oprelay_forwarder::format::RenderError),
+    Render(oprelay_format::RenderError),
 }
 
 impl std::fmt::Display for Failed {

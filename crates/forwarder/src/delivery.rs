@@ -17,9 +17,9 @@ use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed};
 use oprelay_service::{Backoff, CancellationToken};
 
-use crate::format::Record;
 use crate::metrics::{ForwarderMetrics, ReasonLabels, SinkLabels};
 use crate::sinks::{AnySink, ErrorKind, Outcome};
+use oprelay_format::Record;
 
 /// Everything one sink's deliveries share.
 pub struct SinkCtx {

@@ -2,7 +2,6 @@
 //! on its own and a dead one holds back nothing else.
 
 pub mod delivery;
-pub mod format;
 pub mod metrics;
 pub mod sinks;
 mod worker;

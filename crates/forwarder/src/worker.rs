@@ -18,7 +18,7 @@ use oprelay_service::config::SinkConfig;
 use oprelay_service::CancellationToken;
 
 use crate::delivery::{self, Batch, SinkCtx};
-use crate::format;
+use oprelay_format as format;
 
 /// Messages (pages) per pull; the delivery splits them into requests of `max_events`.
 const PULL_MESSAGES: usize = 16;

@@ -12,7 +12,7 @@ use oprelay_service::config::{ElasticsearchConfig, OutputFormat, SecretSource, S
 
 use super::http_client::{classify, client, post, read_reply, transport, Credentials};
 use super::{ErrorKind, Outcome, SetupError, SinkError};
-use crate::format::Record;
+use oprelay_format::Record;
 
 /// oprelay's index templates, one per record format; `deploy/siem/elasticsearch/` documents
 /// them for those who install templates themselves.

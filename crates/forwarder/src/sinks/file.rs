@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use oprelay_service::config::FileConfig;
 
 use super::{Outcome, SetupError, SinkError};
-use crate::format::Record;
+use oprelay_format::Record;
 
 pub struct FileSink {
     path: PathBuf,

@@ -7,7 +7,7 @@ use oprelay_service::config::{Encoding, HttpConfig, SecretSource, SinkConfig};
 
 use super::http_client::{client, post, read_secret, transport, Credentials};
 use super::{Outcome, SetupError, SinkError};
-use crate::format::Record;
+use oprelay_format::Record;
 
 pub struct HttpSink {
     client: reqwest::Client,

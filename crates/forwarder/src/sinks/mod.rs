@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use oprelay_service::config::{SinkConfig, SinkSettings};
 
-use crate::format::Record;
+use oprelay_format::Record;
 
 /// What a request achieved when it did not fail as a whole.
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,7 @@ use oprelay_service::config::{SinkConfig, SplunkHecConfig};
 
 use super::http_client::{classify, client_builder, send, Credentials};
 use super::{Outcome, SetupError, SinkError};
-use crate::format::Record;
+use oprelay_format::Record;
 
 /// How often to ask whether an acknowledged request was indexed.
 const ACK_POLL: Duration = Duration::from_millis(500);

@@ -16,7 +16,7 @@ use tokio_rustls::TlsConnector;
 use oprelay_service::config::{SinkConfig, SyslogConfig, Transport};
 
 use super::{Outcome, SetupError, SinkError};
-use crate::format::Record;
+use oprelay_format::Record;
 
 /// facility 10 (security/authorization) × 8 + severity 6 (informational).
 const PRI: u8 = 86;

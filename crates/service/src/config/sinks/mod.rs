@@ -32,6 +32,7 @@ use serde::Deserialize;
 use oprelay_bus::ConsumerSpec;
 use oprelay_events::names;
 use oprelay_events::{AccountName, Feed};
+pub use oprelay_format::OutputFormat;
 
 use super::{check_file, first_problem, Config, ConfigError};
 
@@ -152,19 +153,6 @@ fn check_basic_auth(
         ));
     }
     Ok(())
-}
-
-/// How records are written for the SIEM.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputFormat {
-    /// The normalized record, as Panther's schemas have it.
-    #[default]
-    Panther,
-    /// 1Password's event as the API returned it.
-    Raw,
-    /// Elastic Common Schema.
-    Ecs,
 }
 
 /// A `[[sinks]]` entry as serde reads it: the shared keys, and the rest kept as values until

@@ -1,5 +1,10 @@
 //! The record formats a sink can ask for: `panther` (the normalized record as published),
 //! `raw` (the original 1Password event only), `ecs` (Elastic Common Schema).
+//!
+//! A crate of its own so that whoever renders records (the forwarder's sinks, `oprelay
+//! normalize --format`, a subscriber) takes the same code without the sinks' HTTP and TLS.
+
+#![warn(missing_docs)]
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -7,20 +12,38 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 use oprelay_events::{Feed, LogType};
-use oprelay_service::config::OutputFormat;
 
 mod ecs;
 pub use ecs::ecs;
+
+/// How records are written for the SIEM (a sink's `format`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// The normalized record, as Panther's schemas have it.
+    #[default]
+    Panther,
+    /// 1Password's event as the API returned it.
+    Raw,
+    /// Elastic Common Schema.
+    Ecs,
+}
 
 /// One record ready for a sink.
 #[derive(Clone, Debug)]
 pub struct Record {
     /// One JSON object in the sink's format, no trailing newline.
     pub body: Vec<u8>,
+    /// `p_row_id`: the record's id, which sinks that can deduplicate use (Elasticsearch's
+    /// `_id`).
     pub row_id: String,
+    /// The Panther log type of its feed.
     pub log_type: LogType,
+    /// `p_event_time`: when 1Password says it happened.
     pub event_time: OffsetDateTime,
+    /// The account it came from.
     pub account: String,
+    /// The feed it came from.
     pub feed: Feed,
     /// When the normalizer parsed it, for the delivery-lag metric.
     pub parse_time: Option<OffsetDateTime>,

@@ -4,8 +4,7 @@
 use std::path::PathBuf;
 
 use oprelay_events::Feed;
-use oprelay_forwarder::format::render;
-use oprelay_service::config::OutputFormat;
+use oprelay_format::{render, OutputFormat};
 use serde_json::Value;
 
 fn root() -> PathBuf {
