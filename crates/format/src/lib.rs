@@ -7,7 +7,6 @@
 #![warn(missing_docs)]
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
@@ -165,10 +164,7 @@ pub fn render(
     let body = match format {
         OutputFormat::Panther => line.to_vec(),
         OutputFormat::Raw => original(line).ok_or(RenderError::NoLogType)?,
-        OutputFormat::Ecs => {
-            let v: Map<String, Value> = serde_json::from_slice(line).map_err(RenderError::Ecs)?;
-            serde_json::to_vec(&ecs(v, feed, meta.event_time)).map_err(RenderError::Ecs)?
-        }
+        OutputFormat::Ecs => ecs(line, feed, meta.event_time).map_err(RenderError::Ecs)?,
     };
     Ok(Record {
         body,
