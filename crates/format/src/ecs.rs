@@ -23,7 +23,11 @@ use super::{parse_panther_time, rfc3339};
 /// feed `event.created`, `related.*` and `oprelay.*`, and what remains is 1Password's event,
 /// kept whole under `onepassword` (less its `uuid`, which is `event.id`).
 pub fn ecs(line: &[u8], feed: Feed, event_time: OffsetDateTime) -> serde_json::Result<Vec<u8>> {
-    let rec: Fields = serde_json::from_slice(line)?;
+    // Checked as UTF-8 once here, so that the values borrowed from it need no check each.
+    let text = std::str::from_utf8(line).map_err(|e| {
+        <serde_json::Error as serde::de::Error>::custom(format_args!("not UTF-8: {e}"))
+    })?;
+    let rec: Fields = serde_json::from_str(text)?;
     let mut out = Ecs {
         timestamp: rfc3339(event_time),
         client: Ip::default(),
@@ -43,7 +47,11 @@ pub fn ecs(line: &[u8], feed: Feed, event_time: OffsetDateTime) -> serde_json::R
     };
     user(&mut out.user, &rec, feed);
     source(&mut out, &rec);
-    serde_json::to_vec(&out)
+    // The original event and the ECS fields beside it: room for both, so the buffer is not
+    // grown and copied while it is written.
+    let mut body = Vec::with_capacity(line.len() + 1024);
+    serde_json::to_writer(&mut body, &out)?;
+    Ok(body)
 }
 
 /// The top-level fields of a normalized record in their order, values unparsed.
@@ -158,7 +166,7 @@ struct Event<'a> {
     category: [&'static str; 1],
     #[serde(skip_serializing_if = "Option::is_none")]
     created: Option<String>,
-    dataset: String,
+    dataset: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Raw<'a>,
     kind: &'static str,
@@ -292,7 +300,11 @@ fn event<'a>(rec: &Fields<'a>, feed: Feed) -> Event<'a> {
             .text("p_parse_time")
             .and_then(|t| parse_panther_time(&t))
             .map(rfc3339),
-        dataset: format!("1password.{feed}"),
+        dataset: match feed {
+            Feed::SignInAttempts => "1password.signin_attempts",
+            Feed::ItemUsages => "1password.item_usages",
+            Feed::AuditEvents => "1password.audit_events",
+        },
         id: rec.get("uuid"),
         kind: "event",
         module: "1password",
