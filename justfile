@@ -54,12 +54,13 @@ bench-cli:
     cargo bench --quiet -p oprelay-ctl --bench normalize_file
 
 # The whole pipeline, release binaries as processes, 1 008 000 events (4 accounts) into a file sink,
-# over NATS with authorization and TLS. `just bench-e2e 3`: on a 3-node JetStream cluster.
-bench-e2e nodes="1":
+# over NATS with authorization and TLS. `just bench-e2e 3`: on a 3-node JetStream cluster;
+# `just bench-e2e 1 2`: scaled out, two normalizers and two forwarders.
+bench-e2e nodes="1" replicas="1":
     cargo build --release --quiet -p oprelay-fetcher -p oprelay-normalizer -p oprelay-forwarder -p oprelay-healthwatch -p oprelay-ctl
     # On tmpfs: the run writes ~3 GB (two copies in JetStream, one in the sink); a disk makes it
     # measure the disk. Override with OPRELAY_BENCH_TMPDIR.
-    TMPDIR="${OPRELAY_BENCH_TMPDIR:-/dev/shm}" BENCH_NATS_NODES={{nodes}} cargo bench --quiet -p oprelay-e2e --bench pipeline
+    TMPDIR="${OPRELAY_BENCH_TMPDIR:-/dev/shm}" BENCH_NATS_NODES={{nodes}} BENCH_REPLICAS={{replicas}} cargo bench --quiet -p oprelay-e2e --bench pipeline
 
 # The OCI image, built here without Docker or a registry (buildah from scratch), then checked.
 image tag="":

@@ -99,7 +99,8 @@ pub struct Pipeline {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     env: Vec<(String, String)>,
-    services: BTreeMap<&'static str, Service>,
+    /// By name, or `{name}-{n}` for the n-th replica of one.
+    services: BTreeMap<String, Service>,
     _sim_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -301,13 +302,31 @@ poll_interval = "1s"
 
     /// Starts a service and waits until its `/readyz` says it is ready.
     pub async fn start_service(&mut self, name: &'static str) {
+        self.spawn(name, name.to_owned()).await;
+    }
+
+    /// Starts the `n`-th replica of a service as another pod would run it (the same config,
+    /// its own admin port, log and pod name) and waits until it is ready; `{name}-{n}` names it
+    /// in [`Pipeline::pid`], [`Pipeline::admin`] and the other calls that take a name.
+    pub async fn start_replica(&mut self, name: &'static str, n: usize) -> String {
+        let key = format!("{name}-{n}");
+        self.spawn(name, key.clone()).await;
+        key
+    }
+
+    async fn spawn(&mut self, name: &'static str, key: String) {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let log = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path(name))
+            .open(self.log_path(&key))
             .expect("log file");
-        let child = Command::new(binary(name))
+        let mut command = Command::new(binary(name));
+        if key != name {
+            // A pod name of its own: replicas are told apart by it (leases, heartbeats).
+            command.env("HOSTNAME", &key);
+        }
+        let child = command
             .env("OPRELAY_CONFIG", &self.config)
             .env("OPRELAY_TELEMETRY__LISTEN", admin.to_string())
             .env("OPRELAY_TELEMETRY__LOG_FORMAT", "json")
@@ -317,11 +336,11 @@ poll_interval = "1s"
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{name} starts: {e}"));
-        self.services.insert(name, Service { child, admin });
-        self.wait_ready(name).await;
+        self.services.insert(key.clone(), Service { child, admin });
+        self.wait_ready(&key).await;
     }
 
-    async fn wait_ready(&mut self, name: &'static str) {
+    async fn wait_ready(&mut self, name: &str) {
         let admin = self.services[name].admin;
         let client = reqwest::Client::new();
         let what = format!("{name} to answer 200 on /readyz at {admin}");

@@ -94,6 +94,17 @@ fn rows_in(path: &std::path::Path) -> (usize, usize) {
     (lines, ids.len())
 }
 
+/// A counter summed over every replica of a service.
+async fn summed(p: &Pipeline, processes: &[(String, &str)], service: &str, metric: &str) -> f64 {
+    let mut sum = 0.0;
+    for (key, s) in processes {
+        if *s == service {
+            sum += counter(&metrics(p, key).await, metric);
+        }
+    }
+    sum
+}
+
 async fn metrics(p: &Pipeline, service: &str) -> String {
     let Some(admin) = p.admin(service) else {
         return String::new();
@@ -118,6 +129,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
+    // `BENCH_REPLICAS=2`: two normalizers and two forwarders, as a scaled-out deployment runs
+    // them (one shared durable consumer per stage).
+    let replicas: usize = std::env::var("BENCH_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = accounts as u64 * 3 * per_feed;
     let out_dir = tempfile::tempdir().expect("temp dir");
     let out = out_dir.path().join("events.ndjson");
@@ -140,7 +158,7 @@ async fn main() {
     .await;
     println!(
         "end to end: {total} events ({accounts} accounts × 3 feeds × {per_feed}), opsim without rate limits → file sink; \
-         NATS: {nats_nodes} node(s), authorization and TLS on"
+         NATS: {nats_nodes} node(s), authorization and TLS on; {replicas} normalizer(s) and forwarder(s)"
     );
     // The simulator serves bytes rendered before the clock starts, so the figures below are
     // oprelay's and not opsim generating events; its CPU from here on is counted apart.
@@ -148,8 +166,15 @@ async fn main() {
     let offline = offline_normalize(&p, per_feed);
     let bench_cpu_at_start = cpu_seconds(std::process::id());
     // Consumers first, so the clock starts when the fetcher does.
+    // Every process by the name the harness knows it by, and the service it runs.
+    let mut processes: Vec<(String, &str)> = SERVICES.iter().map(|s| (s.to_string(), *s)).collect();
     for s in &SERVICES[1..] {
         p.start_service(s).await;
+    }
+    for n in 2..=replicas {
+        for s in ["oprelay-normalizer", "oprelay-forwarder"] {
+            processes.push((p.start_replica(s, n).await, s));
+        }
     }
     let start = Instant::now();
     p.start_service(SERVICES[0]).await;
@@ -163,7 +188,7 @@ async fn main() {
         ("forwarder", "oprelay-forwarder", "forwarder_records_total"),
     ];
     let mut done_at: [Option<Duration>; 3] = [None; 3];
-    let mut peak = [0u64; 4];
+    let mut peak = vec![0u64; processes.len()];
     let deadline = start + Duration::from_secs(600);
     // Latency: each record's p_parse_time to when this loop sees it in the file.
     let mut tail = Sampler::default();
@@ -171,15 +196,13 @@ async fn main() {
         tail.sample(&out);
         assert!(Instant::now() < deadline, "not done within 600 s");
         for (i, (_, service, metric)) in stages.iter().enumerate() {
-            if done_at[i].is_none() {
-                let m = metrics(&p, service).await;
-                if counter(&m, metric) >= total as f64 {
-                    done_at[i] = Some(start.elapsed());
-                }
+            if done_at[i].is_none() && summed(&p, &processes, service, metric).await >= total as f64
+            {
+                done_at[i] = Some(start.elapsed());
             }
         }
-        for (i, s) in SERVICES.iter().enumerate() {
-            if let Some(kib) = p.pid(s).and_then(peak_rss_kib) {
+        for (i, (key, _)) in processes.iter().enumerate() {
+            if let Some(kib) = p.pid(key).and_then(peak_rss_kib) {
                 peak[i] = peak[i].max(kib);
             }
         }
@@ -218,7 +241,7 @@ async fn main() {
         ("oprelay-forwarder", "forwarder_redelivered_messages_total"),
     ];
     for (service, metric) in again {
-        let n = counter(&metrics(&p, service).await, metric);
+        let n = summed(&p, &processes, service, metric).await;
         println!("{metric:<42} {n:>8.0}  (JetStream deliveries after the first)");
     }
     tail.latencies.sort_by(f64::total_cmp);
@@ -235,10 +258,10 @@ async fn main() {
         "process", "peak RSS", "CPU s/100k ev"
     );
     let per_100k = |secs: f64| secs * 100_000.0 / total as f64;
-    for (i, s) in SERVICES.iter().enumerate() {
-        let cpu = p.pid(s).map(cpu_seconds).unwrap_or(0.0);
+    for (i, (key, _)) in processes.iter().enumerate() {
+        let cpu = p.pid(key).map(cpu_seconds).unwrap_or(0.0);
         println!(
-            "{s:<28} {:>10.1} MiB {:>14.3}",
+            "{key:<28} {:>10.1} MiB {:>14.3}",
             peak[i] as f64 / 1024.0,
             per_100k(cpu)
         );
@@ -257,7 +280,14 @@ async fn main() {
         per_100k(cpu_seconds(std::process::id()) - bench_cpu_at_start)
     );
     // The yardsticks: the same events through `oprelay normalize`, in this run.
-    let service_cpu = |name: &str| p.pid(name).map(cpu_seconds).unwrap_or(0.0);
+    // A service's CPU over all its replicas.
+    let service_cpu = |name: &str| -> f64 {
+        processes
+            .iter()
+            .filter(|(_, s)| *s == name)
+            .filter_map(|(key, _)| p.pid(key).map(cpu_seconds))
+            .sum()
+    };
     let offline_100k = offline.0 * 100_000.0 / offline.1 as f64;
     println!(
         "{:<28} {:>10.1} MiB {:>14.3}  ({} events, offline)",

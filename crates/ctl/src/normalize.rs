@@ -269,10 +269,12 @@ impl Job<'_, '_> {
         // a file run writes nothing to the bus.
         self.learned.clear();
         if self.format != OutputFormat::Panther {
-            let line = self.records.split_off(mark);
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let rec =
-                format::render(line, self.format, self.account, feed).map_err(Failed::Render)?;
+            let mut line = self.records.split_off(mark);
+            if line.last() == Some(&b'\n') {
+                line.pop();
+            }
+            let rec = format::render(line.into(), self.format, self.account, feed)
+                .map_err(Failed::Render)?;
             self.records.extend_from_slice(&rec.body);
             self.records.push(b'\n');
         }

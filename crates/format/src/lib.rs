@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+use bytes::Bytes;
 use serde::Deserialize;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -31,8 +32,9 @@ pub enum OutputFormat {
 /// One record ready for a sink.
 #[derive(Clone, Debug)]
 pub struct Record {
-    /// One JSON object in the sink's format, no trailing newline.
-    pub body: Vec<u8>,
+    /// One JSON object in the sink's format, no trailing newline. In the `panther` format it
+    /// is the normalized record itself, shared with [`Record::source`] rather than copied.
+    pub body: Bytes,
     /// `p_row_id`: the record's id, which sinks that can deduplicate use (Elasticsearch's
     /// `_id`).
     pub row_id: String,
@@ -46,19 +48,15 @@ pub struct Record {
     pub feed: Feed,
     /// When the normalizer parsed it, for the delivery-lag metric.
     pub parse_time: Option<OffsetDateTime>,
-    /// The normalized record it was rendered from (a slice of the bus message, not a copy);
-    /// empty when rendered outside a delivery.
-    pub source: bytes::Bytes,
+    /// The normalized record it was rendered from (in the forwarder, a slice of the bus
+    /// message, not a copy): what a dead letter keeps, so a replay renders it again.
+    pub source: Bytes,
 }
 
 impl Record {
-    /// What a dead letter keeps: the normalized record when known, else the rendered body.
+    /// What a dead letter keeps: the normalized record.
     pub fn kept(&self) -> &[u8] {
-        if self.source.is_empty() {
-            &self.body
-        } else {
-            &self.source
-        }
+        &self.source
     }
 }
 
@@ -153,18 +151,22 @@ fn meta(line: &[u8]) -> Result<RecordMeta, RenderError> {
     RecordMeta::from(m)
 }
 
-/// Renders one NDJSON line of an `OP_EVENTS` batch for a sink.
+/// Renders one NDJSON line of an `OP_EVENTS` batch for a sink. The line is taken as shared
+/// bytes (a slice of the bus message) so that the `panther` format, the record as it is,
+/// costs no copy.
 pub fn render(
-    line: &[u8],
+    line: Bytes,
     format: OutputFormat,
     account: &str,
     feed: Feed,
 ) -> Result<Record, RenderError> {
-    let meta = meta(line)?;
+    let meta = meta(&line)?;
     let body = match format {
-        OutputFormat::Panther => line.to_vec(),
-        OutputFormat::Raw => original(line).ok_or(RenderError::NoLogType)?,
-        OutputFormat::Ecs => ecs(line, feed, meta.event_time).map_err(RenderError::Ecs)?,
+        OutputFormat::Panther => line.clone(),
+        OutputFormat::Raw => original(&line).ok_or(RenderError::NoLogType)?.into(),
+        OutputFormat::Ecs => ecs(&line, feed, meta.event_time)
+            .map_err(RenderError::Ecs)?
+            .into(),
     };
     Ok(Record {
         body,
@@ -174,7 +176,7 @@ pub fn render(
         account: account.to_owned(),
         feed,
         parse_time: meta.parse_time,
-        source: bytes::Bytes::new(),
+        source: line,
     })
 }
 
@@ -209,7 +211,8 @@ mod tests {
 
     #[test]
     fn raw_is_the_original_event() {
-        let r = render(LINE.as_bytes(), OutputFormat::Raw, "acme", Feed::ItemUsages).unwrap();
+        let line = Bytes::from_static(LINE.as_bytes());
+        let r = render(line, OutputFormat::Raw, "acme", Feed::ItemUsages).unwrap();
         assert_eq!(
             std::str::from_utf8(&r.body).unwrap(),
             r#"{"uuid":"E1","timestamp":"2026-03-01T12:00:00Z","nested":{"p_log_type":"tricky"}}"#
@@ -227,15 +230,25 @@ mod tests {
 
     #[test]
     fn panther_is_untouched_and_bad_lines_are_errors() {
+        let line = Bytes::from_static(LINE.as_bytes());
         let r = render(
-            LINE.as_bytes(),
+            line.clone(),
             OutputFormat::Panther,
             "acme",
             Feed::ItemUsages,
         )
         .unwrap();
         assert_eq!(r.body, LINE.as_bytes());
-        assert!(render(b"{}", OutputFormat::Panther, "acme", Feed::ItemUsages).is_err());
-        assert!(render(b"nope", OutputFormat::Raw, "acme", Feed::ItemUsages).is_err());
+        assert_eq!(
+            r.body.as_ptr(),
+            line.as_ptr(),
+            "the record itself, not a copy"
+        );
+        assert_eq!(r.kept(), LINE.as_bytes());
+        for bad in [&b"{}"[..], b"nope"] {
+            let bad = Bytes::from_static(bad);
+            assert!(render(bad.clone(), OutputFormat::Panther, "acme", Feed::ItemUsages).is_err());
+            assert!(render(bad, OutputFormat::Raw, "acme", Feed::ItemUsages).is_err());
+        }
     }
 }

@@ -45,7 +45,7 @@ fn rendered(feed: Feed, format: OutputFormat) -> Vec<Value> {
     let mut text = String::new();
     let mut out = Vec::new();
     for line in normalized(feed) {
-        let r = render(line.as_bytes(), format, "acme", feed).expect("renders");
+        let r = render(line.into_bytes().into(), format, "acme", feed).expect("renders");
         text.push_str(std::str::from_utf8(&r.body).unwrap());
         text.push('\n');
         out.push(serde_json::from_slice(&r.body).unwrap());

@@ -193,11 +193,9 @@ fn add(batch: &mut Batch, msg: jetstream::Message, ctx: &SinkCtx, config: &SinkC
             if line.is_empty() {
                 continue;
             }
-            match format::render(line, config.format, &account, feed) {
-                Ok(mut r) => {
-                    // The normalized line as it arrived (no copy): what a dead letter keeps,
-                    // so a replay can render it again for the sink.
-                    r.source = msg.payload.slice(range);
+            // The normalized line as it arrived, shared with the message rather than copied.
+            match format::render(msg.payload.slice(range), config.format, &account, feed) {
+                Ok(r) => {
                     batch.bytes += r.body.len();
                     batch.records.push(r);
                 }
