@@ -595,11 +595,4 @@ pub fn text(o: &Output) -> String {
     )
 }
 
-/// Peak resident memory of a live process, from `/proc/<pid>/status` (VmHWM), in KiB.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
+pub use oprelay_testkit::peak_rss_kib;

@@ -1,8 +1,8 @@
 //! Forwarder throughput: OP_EVENTS → a file sink, and → a local HTTP receiver.
 //!
 //! Normalized records are published first; then the real `oprelay-forwarder` binary runs as
-//! its own process until the sink has them all. Prints records/s and the forwarder's CPU
-//! seconds per 100 000 records (from /proc). Run with `just bench-forwarder`.
+//! its own process until the sink has them all. Prints records/s, the forwarder's CPU
+//! seconds per 100 000 records and its peak RSS (from /proc). Run with `just bench-forwarder`.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +16,7 @@ use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed};
 use oprelay_normalizer::lookup::LookupIndex;
 use oprelay_normalizer::normalize::{normalize_page, Source};
-use oprelay_testkit::{binary, cpu_seconds, NatsServer};
+use oprelay_testkit::{binary, cpu_seconds, peak_rss_kib, NatsServer};
 
 async fn publish(bus: &Bus, pages: u64) -> usize {
     let sim = opsim::Sim::new(opsim::SimConfig {
@@ -99,9 +99,10 @@ async fn run(
     let wall = started.elapsed().as_secs_f64();
     assert_eq!(delivered(), total, "{label}: every record delivered");
     let cpu = cpu_seconds(child.id());
+    let peak_mib = peak_rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0;
     let _ = child.kill();
     let _ = child.wait();
-    println!("{label:<14} {total} records in {wall:.2} s = {:>9.0} records/s; forwarder CPU {:.3} s per 100 000 records", total as f64 / wall, cpu * 100_000.0 / total as f64);
+    println!("{label:<14} {total} records in {wall:.2} s = {:>9.0} records/s; forwarder CPU {:.3} s per 100 000 records, peak RSS {peak_mib:.1} MiB", total as f64 / wall, cpu * 100_000.0 / total as f64);
 }
 
 #[tokio::main]

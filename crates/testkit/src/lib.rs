@@ -299,6 +299,15 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Peak resident memory of a live process, from `/proc/<pid>/status` (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`: benchmarks
 /// measure the service alone, not the simulator or NATS beside it.
 pub fn cpu_seconds(pid: u32) -> f64 {
