@@ -43,7 +43,8 @@ bench-fetcher:
 bench-normalizer:
     cargo bench --quiet -p oprelay-normalizer --bench normalize
 
-# Forwarder throughput to a file sink and to a local HTTP receiver, CPU per 100 000 records.
+# Forwarder throughput to a file sink and to a local HTTP receiver, CPU per 100 000 records and
+# peak RSS.
 bench-forwarder:
     cargo build --release --quiet -p oprelay-forwarder
     cargo bench --quiet -p oprelay-forwarder --bench forward
