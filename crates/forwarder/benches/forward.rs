@@ -16,7 +16,7 @@ use oprelay_events::names::{self, header};
 use oprelay_events::{AccountName, Feed};
 use oprelay_normalizer::lookup::LookupIndex;
 use oprelay_normalizer::normalize::{normalize_page, Source};
-use oprelay_testkit::{binary, cpu_seconds, peak_rss_kib, NatsServer};
+use oprelay_testkit::{binary, cpu_seconds, peak_rss_kib, rss_kib, NatsServer};
 
 async fn publish(bus: &Bus, pages: u64) -> usize {
     let sim = opsim::Sim::new(opsim::SimConfig {
@@ -49,6 +49,9 @@ async fn publish(bus: &Bus, pages: u64) -> usize {
     }
     page.count * pages as usize
 }
+
+/// How long the forwarder idles before its resident size is read again.
+const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// Whether the sink's consumer has acknowledged every message (the forwarder acks a batch
 /// only after the sink accepted it).
@@ -100,9 +103,12 @@ async fn run(
     assert_eq!(delivered(), total, "{label}: every record delivered");
     let cpu = cpu_seconds(child.id());
     let peak_mib = peak_rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0;
+    // What the forwarder keeps once the burst is over: a few empty pulls later.
+    tokio::time::sleep(IDLE_AFTER).await;
+    let idle_mib = rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0;
     let _ = child.kill();
     let _ = child.wait();
-    println!("{label:<14} {total} records in {wall:.2} s = {:>9.0} records/s; forwarder CPU {:.3} s per 100 000 records, peak RSS {peak_mib:.1} MiB", total as f64 / wall, cpu * 100_000.0 / total as f64);
+    println!("{label:<14} {total} records in {wall:.2} s = {:>9.0} records/s; forwarder CPU {:.3} s per 100 000 records, peak RSS {peak_mib:.1} MiB, {idle_mib:.1} MiB {} s after", total as f64 / wall, cpu * 100_000.0 / total as f64, IDLE_AFTER.as_secs());
 }
 
 #[tokio::main]

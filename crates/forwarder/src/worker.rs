@@ -15,6 +15,7 @@ use oprelay_bus::{header_value, BusError};
 use oprelay_events::names::{self, header};
 use oprelay_events::Feed;
 use oprelay_service::config::SinkConfig;
+use oprelay_service::memory::IdleTrim;
 use oprelay_service::CancellationToken;
 
 use crate::delivery::{self, Batch, SinkCtx};
@@ -45,6 +46,7 @@ pub(crate) async fn run(
     // and unwatched, while the SIEM is slow (they would be redelivered, then sent twice).
     let expires = config.batch.timeout.0.max(Duration::from_millis(100));
     let abandon = abandon_after_grace(&shutdown);
+    let mut idle = IdleTrim::default();
     while !shutdown.is_cancelled() {
         if last_pending_check.elapsed() >= Duration::from_secs(5) {
             record_backlog(&ctx, &consumer).await;
@@ -65,8 +67,14 @@ pub(crate) async fn run(
             }
         };
         if batch.messages.is_empty() {
+            // Nothing came: once the last delivery of a burst is done, give its memory back.
+            while deliveries.try_join_next().is_some() {}
+            if deliveries.is_empty() {
+                idle.idle();
+            }
             continue;
         }
+        idle.busy();
         let ctx = ctx.clone();
         let stop = abandon.clone();
         deliveries.spawn(async move {

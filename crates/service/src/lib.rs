@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod lease;
 pub mod lifecycle;
+pub mod memory;
 pub mod process_metrics;
 pub mod telemetry;
 pub mod units;
