@@ -16,5 +16,6 @@ pub mod normalize;
 pub mod parts;
 mod publish;
 mod service;
+mod shared_index;
 
 pub use service::{run, run_with, NormalizerError, Options, DEFAULT_LISTEN, SERVICE};

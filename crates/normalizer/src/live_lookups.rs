@@ -2,7 +2,7 @@
 //! learned users arrive, and users the stream reveals written back (never over an imported
 //! row).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::StreamExt;
 
@@ -11,12 +11,12 @@ use oprelay_events::names;
 use oprelay_events::{LookupKind, LookupRow, LookupSource};
 use oprelay_service::CancellationToken;
 
-use crate::lookup::LookupIndex;
+use crate::shared_index::SharedIndex;
 
 /// Loads every lookup row, then keeps the index current as imports and learned users arrive.
 pub(crate) async fn follow_lookups(
     kv: JsonKv,
-    index: Arc<Mutex<LookupIndex>>,
+    index: Arc<SharedIndex>,
     shutdown: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>, BusError> {
     let kv_err = |e: Box<dyn std::error::Error + Send + Sync>| BusError::Kv {
@@ -32,10 +32,8 @@ pub(crate) async fn follow_lookups(
         .watch_with_history(">")
         .await
         .map_err(|e| kv_err(Box::new(e)))?;
-    let apply = |index: &Mutex<LookupIndex>,
-                 entry: &oprelay_bus::async_nats::jetstream::kv::Entry| {
-        let Ok(mut idx) = index.lock() else { return };
-        match entry.operation {
+    let apply = |index: &SharedIndex, entry: &oprelay_bus::async_nats::jetstream::kv::Entry| {
+        index.update(|idx| match entry.operation {
             oprelay_bus::async_nats::jetstream::kv::Operation::Put => {
                 match serde_json::from_slice::<LookupRow>(&entry.value) {
                     Ok(row) => {
@@ -53,7 +51,7 @@ pub(crate) async fn follow_lookups(
                     }
                 }
             }
-        }
+        })
     };
     // The initial snapshot first, so the first page is enriched with everything imported.
     if pending > 0 {

@@ -97,21 +97,18 @@ impl LookupIndex {
     /// Applies a row; returns whether the index changed. An observed row never replaces an
     /// imported one.
     pub fn upsert(&mut self, row: LookupRow) -> bool {
-        let map = &mut self.maps[slot(row.kind)];
         let new = Entry::new(&row);
-        match map.get(row.uuid.as_str()) {
-            Some(existing) if existing.rendered == new.rendered => false,
-            Some(existing)
-                if existing.source == LookupSource::Imported
-                    && row.source == LookupSource::Observed =>
-            {
-                false
-            }
-            _ => {
-                map.insert(row.uuid.into_boxed_str(), new);
-                true
-            }
+        if !replaces(self.entry(row.kind, &row.uuid), &new) {
+            return false;
         }
+        self.put(row, new);
+        true
+    }
+
+    /// Stores `entry` for `row` whatever was there: for a layer whose caller has already
+    /// decided, against the layers below it, that the row wins.
+    fn put(&mut self, row: LookupRow, entry: Entry) {
+        self.maps[slot(row.kind)].insert(row.uuid.into_boxed_str(), entry);
     }
 
     pub fn remove(&mut self, kind: LookupKind, uuid: &str) {
@@ -123,6 +120,82 @@ impl LookupIndex {
         self.maps
             .iter()
             .flat_map(|m| m.values().filter_map(Entry::row))
+    }
+}
+
+/// Whether `new` takes the place of `existing`: it differs, and it is not an observed row
+/// over an imported one.
+fn replaces(existing: Option<&Entry>, new: &Entry) -> bool {
+    match existing {
+        None => true,
+        Some(old) if old.rendered == new.rendered => false,
+        Some(old) => {
+            !(old.source == LookupSource::Imported && new.source == LookupSource::Observed)
+        }
+    }
+}
+
+/// What enrichment reads and learning writes. Implemented by the index itself (the service,
+/// one page after another) and by [`Layered`] (`oprelay normalize`, chunks side by side).
+pub trait Lookups {
+    /// The entry of `uuid` among the rows of `kind`.
+    fn entry(&self, kind: LookupKind, uuid: &str) -> Option<&Entry>;
+    /// Applies a row; returns whether what [`Lookups::entry`] answers changed.
+    fn upsert(&mut self, row: LookupRow) -> bool;
+}
+
+impl Lookups for LookupIndex {
+    fn entry(&self, kind: LookupKind, uuid: &str) -> Option<&Entry> {
+        LookupIndex::entry(self, kind, uuid)
+    }
+
+    fn upsert(&mut self, row: LookupRow) -> bool {
+        LookupIndex::upsert(self, row)
+    }
+}
+
+/// Rows learned on top of shared, read-only indexes: a worker normalizing a chunk of input
+/// reads the rows every earlier chunk learned (`below`, nearest last) and keeps what its own
+/// chunk learns in `top`, so it needs neither a lock nor a copy of a large imported table.
+/// It answers exactly as one index would that had all the rows applied in order.
+pub struct Layered<'a> {
+    below: &'a [&'a LookupIndex],
+    top: LookupIndex,
+}
+
+impl<'a> Layered<'a> {
+    /// A view over `below`, searched from its last index to its first.
+    pub fn new(below: &'a [&'a LookupIndex]) -> Self {
+        Layered {
+            below,
+            top: LookupIndex::new(),
+        }
+    }
+}
+
+impl Lookups for Layered<'_> {
+    fn entry(&self, kind: LookupKind, uuid: &str) -> Option<&Entry> {
+        self.top
+            .entry(kind, uuid)
+            .or_else(|| self.below.iter().rev().find_map(|i| i.entry(kind, uuid)))
+    }
+
+    fn upsert(&mut self, row: LookupRow) -> bool {
+        let new = Entry::new(&row);
+        if !replaces(self.entry(row.kind, &row.uuid), &new) {
+            return false;
+        }
+        self.top.put(row, new);
+        true
+    }
+}
+
+/// Applies rows that a [`Layered`] view already judged to win (its `learned` list, in
+/// order) to the index that will sit above the ones it read.
+pub fn apply_learned(index: &mut LookupIndex, rows: &[LookupRow]) {
+    for row in rows {
+        let entry = Entry::new(row);
+        index.put(row.clone(), entry);
     }
 }
 
@@ -161,5 +234,66 @@ mod tests {
         );
         idx.remove(LookupKind::User, "U1");
         assert!(idx.is_empty());
+    }
+
+    fn row_of(uuid: &str, title: &str, source: LookupSource) -> LookupRow {
+        LookupRow {
+            uuid: uuid.into(),
+            ..row(title, source)
+        }
+    }
+
+    /// The same rows applied to one index, and to a layered view whose learned rows are then
+    /// folded into the layer above: every answer, and every "changed", is the same.
+    #[test]
+    fn a_layered_view_answers_as_one_index() {
+        let mut imported = LookupIndex::new();
+        imported.upsert(row_of("U1", "Imported Ann", LookupSource::Imported));
+        imported.upsert(row_of("U2", "seen Bob", LookupSource::Observed));
+        let mut one = imported.clone();
+        let mut earlier = LookupIndex::new();
+        apply_learned(&mut earlier, &[row_of("U3", "Cy", LookupSource::Observed)]);
+        one.upsert(row_of("U3", "Cy", LookupSource::Observed));
+
+        let rows = [
+            row_of("U1", "renamed Ann", LookupSource::Observed),
+            row_of("U2", "Bob", LookupSource::Observed),
+            row_of("U2", "Bob", LookupSource::Observed),
+            row_of("U3", "Cy", LookupSource::Observed),
+            row_of("U4", "Di", LookupSource::Observed),
+            row_of("U3", "Cyrus", LookupSource::Imported),
+        ];
+        let below = [&imported, &earlier];
+        let mut view = Layered::new(&below);
+        let mut learned = Vec::new();
+        for r in rows {
+            let changed = view.upsert(r.clone());
+            assert_eq!(changed, one.upsert(r.clone()), "{r:?}");
+            if changed {
+                learned.push(r);
+            }
+        }
+        assert_eq!(
+            learned.len(),
+            3,
+            "Bob, Di and the imported Cyrus change the view"
+        );
+        let uuids = ["U1", "U2", "U3", "U4", "U5"];
+        for uuid in uuids {
+            assert_eq!(
+                view.entry(LookupKind::User, uuid).and_then(Entry::row),
+                one.get(LookupKind::User, uuid),
+                "{uuid}"
+            );
+        }
+        let mut folded = earlier.clone();
+        apply_learned(&mut folded, &learned);
+        for uuid in uuids {
+            let layered = [&imported, &folded]
+                .iter()
+                .rev()
+                .find_map(|i| i.get(LookupKind::User, uuid));
+            assert_eq!(layered, one.get(LookupKind::User, uuid), "{uuid}");
+        }
     }
 }

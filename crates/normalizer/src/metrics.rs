@@ -32,6 +32,7 @@ pub(crate) struct NormalizerMetrics {
     matches: Family<SelectorLabels, Counter>,
     dead_letters: Family<ReasonLabels, Counter>,
     pub redelivered: Counter,
+    pub renormalized: Counter,
     pub latency: Histogram,
 }
 
@@ -42,6 +43,7 @@ impl NormalizerMetrics {
             matches: Family::default(),
             dead_letters: Family::default(),
             redelivered: Counter::default(),
+            renormalized: Counter::default(),
             latency: Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
@@ -73,6 +75,12 @@ impl NormalizerMetrics {
             "Raw pages JetStream delivered more than once; their records are published with \
              the same dedup ids, so OP_EVENTS keeps one copy",
             m.redelivered.clone(),
+        );
+        metrics.register(
+            "normalizer_renormalized_pages",
+            "Raw pages normalized a second time because a page before them, normalized \
+             alongside, taught a user they name",
+            m.renormalized.clone(),
         );
         metrics.register(
             "normalizer_page_seconds",

@@ -548,3 +548,44 @@ async fn a_record_too_big_for_any_message_is_dead_lettered_and_the_page_moves_on
         "the record's start is kept"
     );
 }
+
+/// A backlog is normalized several pages at a time; a page read while the page before it was
+/// still teaching a user's name is normalized again at its turn. So every audit event after
+/// the sign-in that names Grace carries her name, and the batches are in page order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_normalized_side_by_side_publish_in_order_with_what_earlier_pages_taught() {
+    let world = World::start().await;
+    let signin = json!({"uuid": "S1", "timestamp": "2026-03-01T00:00:00Z", "category": "success",
+                        "target_user": {"uuid": "U7", "name": "Grace", "email": "grace@example.com"}});
+    world
+        .publish_raw(Feed::SignInAttempts, "raw:0", page(vec![signin]))
+        .await;
+    let pages = 8;
+    for n in 1..=pages {
+        let audit = json!({"uuid": format!("A{n}"), "timestamp": "2026-03-01T00:00:01Z",
+                           "actor_uuid": "U7", "action": "suspend", "object_type": "user", "object_uuid": "O1"});
+        world
+            .publish_raw(Feed::AuditEvents, &format!("raw:{n}"), page(vec![audit]))
+            .await;
+    }
+    // Started after the backlog is there, so one pull hands it several pages at once.
+    let (shutdown, task) = world.normalizer();
+    let batches = eventually(Duration::from_secs(30), "every page published", || async {
+        let batches = world.messages(names::STREAM_EVENTS).await;
+        (batches.len() > pages).then_some(batches)
+    })
+    .await;
+    let ids: Vec<String> = batches.iter().map(|(id, _, _)| id.clone()).collect();
+    let expected: Vec<String> = (0..=pages).map(|n| format!("events:raw:{n}")).collect();
+    assert_eq!(ids, expected, "batches in page order");
+    let records = world.event_records().await;
+    for r in records.iter().filter(|r| r["uuid"] != "S1") {
+        assert_eq!(
+            r["p_enrichment"]["1Password Translation"]["actor_uuid"]["title"], "Grace",
+            "{} is enriched with what the sign-in taught",
+            r["uuid"]
+        );
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+}

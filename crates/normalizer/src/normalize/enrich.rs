@@ -6,7 +6,7 @@ use std::io::Write;
 use oprelay_events::{LogType, LookupKind, ENRICHMENT_TABLE};
 
 use super::peek::{Obj, Peek, PeekUser};
-use crate::lookup::{Entry, LookupIndex};
+use crate::lookup::{Entry, Lookups};
 
 /// The selector paths of each log type, in the order their match counts are kept.
 pub(super) fn selector_names(log_type: LogType) -> &'static [&'static str] {
@@ -57,7 +57,7 @@ fn selectors<'p>(
     out
 }
 
-fn find<'i>(index: &'i LookupIndex, kind: Option<LookupKind>, uuid: &str) -> Option<&'i Entry> {
+fn find<'i>(index: &'i impl Lookups, kind: Option<LookupKind>, uuid: &str) -> Option<&'i Entry> {
     match kind {
         Some(k) => index.entry(k, uuid),
         None => LookupKind::ALL.iter().find_map(|k| index.entry(*k, uuid)),
@@ -70,7 +70,7 @@ pub(super) fn write_enrichment(
     out: &mut Vec<u8>,
     log_type: LogType,
     peek: &Peek<'_>,
-    index: &LookupIndex,
+    index: &impl Lookups,
     matches: &mut [usize; 3],
 ) {
     let mut first = true;

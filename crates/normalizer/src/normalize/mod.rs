@@ -24,7 +24,7 @@ use oprelay_events::{
     format_panther, Feed, LogType, LookupKind, LookupRow, LookupSource, Page, Timestamp,
 };
 
-use crate::lookup::LookupIndex;
+use crate::lookup::Lookups;
 use enrich::{selector_names, write_enrichment};
 use peek::{Peek, Str};
 pub use reject::{Reject, RejectReason};
@@ -108,7 +108,7 @@ impl<'s> PageContext<'s> {
 pub fn normalize_record(
     raw: &str,
     ctx: &PageContext<'_>,
-    index: &mut LookupIndex,
+    index: &mut impl Lookups,
     out: &mut Vec<u8>,
     learned: &mut Vec<LookupRow>,
     matches: &mut [usize; 3],
@@ -157,7 +157,7 @@ fn event_time(
 
 /// Adds every person the event names with a name to the index, as an observed user row;
 /// those that changed the index go to `learned`, for the service to persist.
-fn learn_users(peek: &Peek<'_>, index: &mut LookupIndex, learned: &mut Vec<LookupRow>) {
+fn learn_users(peek: &Peek<'_>, index: &mut impl Lookups, learned: &mut Vec<LookupRow>) {
     for u in peek.users() {
         let (Some(id), Some(name)) = (u.uuid.text(), u.name.text()) else {
             continue;
@@ -233,7 +233,7 @@ pub fn normalize_page(
     body: &[u8],
     feed: Feed,
     source: &Source,
-    index: &mut LookupIndex,
+    index: &mut impl Lookups,
     parse_time: OffsetDateTime,
 ) -> NormalizedPage {
     let mut result = NormalizedPage::default();
