@@ -147,6 +147,13 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
                     if let Some(r) = injected(&state) {
                         return r;
                     }
+                    // As strict as collectors that take only a body whose length is announced.
+                    if !headers.contains_key("content-length")
+                        || headers.contains_key("transfer-encoding")
+                    {
+                        return (StatusCode::LENGTH_REQUIRED, "a Content-Length is required")
+                            .into_response();
+                    }
                     let wanted = state.lock().unwrap().expect_header.clone();
                     if let Some((name, value)) = wanted {
                         if headers.get(name.as_str()).and_then(|v| v.to_str().ok())

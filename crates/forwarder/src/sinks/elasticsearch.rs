@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use oprelay_service::config::{ElasticsearchConfig, OutputFormat, SecretSource, SinkConfig};
 
 use super::http_client::{classify, client, post, read_reply, transport, Credentials};
+use super::request_body::Pieces;
 use super::{ErrorKind, Outcome, SetupError, SinkError};
 use oprelay_format::Record;
 
@@ -189,13 +190,15 @@ impl Elasticsearch {
                 self.template_installed.store(true, Ordering::Release);
             }
         }
-        let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 120).sum());
+        // Each record's action line, then the record's own bytes (shared with the batch).
+        let mut body = Pieces::with_capacity(records.len() * 3);
         for r in records {
             let action = serde_json::json!({"create": {"_index": index_name(&self.index, r), "_id": r.row_id}});
-            body.extend_from_slice(action.to_string().as_bytes());
-            body.push(b'\n');
-            body.extend_from_slice(&r.body);
-            body.push(b'\n');
+            let mut line = action.to_string().into_bytes();
+            line.push(b'\n');
+            body.push(line.into());
+            body.push(r.body.clone());
+            body.push_static(b"\n");
         }
         let (_, reply) = post(&self.client, &self.url, self.headers()?, body, self.gzip).await?;
         let reply: BulkReply = serde_json::from_slice(&reply).map_err(|e| {

@@ -6,6 +6,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use oprelay_service::config::{Encoding, HttpConfig, SecretSource, SinkConfig};
 
 use super::http_client::{client, post, read_secret, transport, Credentials};
+use super::request_body::Pieces;
 use super::{Outcome, SetupError, SinkError};
 use oprelay_format::Record;
 
@@ -97,21 +98,21 @@ impl HttpSink {
     }
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
-        let mut body =
-            Vec::with_capacity(records.iter().map(|r| r.body.len() + 1).sum::<usize>() + 2);
+        // The records' own bytes, shared with the batch, between separators.
+        let mut body = Pieces::with_capacity(records.len() * 2 + 2);
         if self.json_array {
-            body.push(b'[');
+            body.push_static(b"[");
             for (i, r) in records.iter().enumerate() {
                 if i > 0 {
-                    body.push(b',');
+                    body.push_static(b",");
                 }
-                body.extend_from_slice(&r.body);
+                body.push(r.body.clone());
             }
-            body.push(b']');
+            body.push_static(b"]");
         } else {
             for r in records {
-                body.extend_from_slice(&r.body);
-                body.push(b'\n');
+                body.push(r.body.clone());
+                body.push_static(b"\n");
             }
         }
         let mut headers = self.headers.clone();

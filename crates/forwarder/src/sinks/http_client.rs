@@ -2,7 +2,6 @@
 //! client with the sink's TLS settings, gzip, sending with a bounded reply, credentials read
 //! afresh for each request, and what an HTTP status means for delivery.
 
-use std::io::Write;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +16,7 @@ use std::path::PathBuf;
 use oprelay_service::config::{SecretSource, SinkConfig};
 use oprelay_service::telemetry;
 
+use super::request_body::Pieces;
 use super::{SetupError, SinkError};
 
 /// How long one delivery request may take.
@@ -66,9 +66,10 @@ pub fn client_builder(config: &SinkConfig) -> Result<reqwest::ClientBuilder, Set
     Ok(b)
 }
 
-pub fn gzip(body: &[u8]) -> Result<Vec<u8>, SinkError> {
+/// The body gzipped, piece by piece: only the compressed body is ever one buffer.
+pub fn gzip(body: &Pieces) -> Result<Vec<u8>, SinkError> {
     let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
-    enc.write_all(body)
+    body.write_to(&mut enc)
         .and_then(|_| enc.finish())
         .map_err(|e| SinkError::transient(format!("gzip: {e}")))
 }
@@ -130,15 +131,15 @@ pub async fn send(
     client: &reqwest::Client,
     url: &str,
     headers: HeaderMap,
-    body: Vec<u8>,
+    body: Pieces,
     compress: bool,
 ) -> Result<(StatusCode, HeaderMap, Bytes), SinkError> {
     let mut req = client.post(url).headers(headers);
     let body = if compress {
         req = req.header(CONTENT_ENCODING, "gzip");
-        gzip(&body)?
+        reqwest::Body::from(gzip(&body)?)
     } else {
-        body
+        body.into_body()
     };
     let resp = telemetry::send_traced("POST", url, req.body(body))
         .await
@@ -175,7 +176,7 @@ pub async fn post(
     client: &reqwest::Client,
     url: &str,
     headers: HeaderMap,
-    body: Vec<u8>,
+    body: Pieces,
     compress: bool,
 ) -> Result<(HeaderMap, Bytes), SinkError> {
     let (status, headers, body) = send(client, url, headers, body, compress).await?;

@@ -7,6 +7,7 @@ pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod http_client;
+pub mod request_body;
 pub mod splunk_hec;
 pub mod syslog;
 

@@ -16,6 +16,7 @@ use oprelay_events::Feed;
 use oprelay_service::config::{SinkConfig, SplunkHecConfig};
 
 use super::http_client::{classify, client_builder, send, Credentials};
+use super::request_body::Pieces;
 use super::{Outcome, SetupError, SinkError};
 use oprelay_format::Record;
 
@@ -133,9 +134,14 @@ impl SplunkHec {
     /// indexed; a refused token is 401/403 (codes 1–4).
     pub async fn healthcheck(&self) -> Result<String, SinkError> {
         let url = format!("{}/services/collector/event", self.endpoint);
-        let (status, headers, body) =
-            super::http_client::send(&self.client, &url, self.headers()?, Vec::new(), false)
-                .await?;
+        let (status, headers, body) = super::http_client::send(
+            &self.client,
+            &url,
+            self.headers()?,
+            Pieces::default(),
+            false,
+        )
+        .await?;
         let reply: Option<HecReply> = serde_json::from_slice(&body).ok();
         match (status.as_u16(), reply) {
             (400, Some(r)) if r.code == 5 => Ok("HEC accepted the token".into()),
@@ -162,7 +168,7 @@ impl SplunkHec {
         }
         let url = format!("{}/services/collector/event", self.endpoint);
         let (status, headers, bytes) =
-            send(&self.client, &url, self.headers()?, body, self.gzip).await?;
+            send(&self.client, &url, self.headers()?, body.into(), self.gzip).await?;
         let reply = match judge(status, &headers, &bytes, records.len())? {
             Judged::Accepted(reply) => reply,
             Judged::Partial(outcome) => return Ok(outcome),
@@ -184,27 +190,28 @@ impl SplunkHec {
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         loop {
             let body = json!({"acks": [ack_id]}).to_string().into_bytes();
-            let last_problem = match send(&self.client, &url, self.headers()?, body, false).await {
-                Ok((status, _, bytes)) if status.is_success() => {
-                    match serde_json::from_slice::<AckReply>(&bytes) {
-                        Ok(reply) if reply.acks.get(&ack_id.to_string()) == Some(&true) => {
-                            self.ack_timeouts.store(0, Ordering::Relaxed);
-                            return Ok(());
+            let last_problem =
+                match send(&self.client, &url, self.headers()?, body.into(), false).await {
+                    Ok((status, _, bytes)) if status.is_success() => {
+                        match serde_json::from_slice::<AckReply>(&bytes) {
+                            Ok(reply) if reply.acks.get(&ack_id.to_string()) == Some(&true) => {
+                                self.ack_timeouts.store(0, Ordering::Relaxed);
+                                return Ok(());
+                            }
+                            Ok(_) => "not indexed yet".to_owned(),
+                            Err(e) => format!("the ack reply is not Splunk's: {e}"),
                         }
-                        Ok(_) => "not indexed yet".to_owned(),
-                        Err(e) => format!("the ack reply is not Splunk's: {e}"),
                     }
-                }
-                Ok((status, _, bytes)) => {
-                    let problem = format!(
-                        "HTTP {status}: {}",
-                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
-                    );
-                    tracing::warn!(ack_id, %problem, "Splunk ack poll failed; polling on");
-                    problem
-                }
-                Err(e) => e.message,
-            };
+                    Ok((status, _, bytes)) => {
+                        let problem = format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).trim()
+                        );
+                        tracing::warn!(ack_id, %problem, "Splunk ack poll failed; polling on");
+                        problem
+                    }
+                    Err(e) => e.message,
+                };
             if tokio::time::Instant::now() >= deadline {
                 // "false" also means "lost": send again rather than assume, a few times.
                 let n = self.ack_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
