@@ -212,6 +212,14 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every process's CPU as the last record lands: what follows (counting the file, the
+    // last scrapes) is the benchmark's bookkeeping, not the pipeline's work.
+    let cpu: Vec<f64> = processes
+        .iter()
+        .map(|(key, _)| p.pid(key).map(cpu_seconds).unwrap_or(0.0))
+        .collect();
+    let nats_cpu: f64 = p.nats.pids().into_iter().map(cpu_seconds).sum();
+    let bench_cpu = cpu_seconds(std::process::id()) - bench_cpu_at_start;
     let (written, distinct) = rows_in(&out);
     assert!(
         distinct as u64 >= total,
@@ -263,33 +271,34 @@ async fn main() {
     );
     let per_100k = |secs: f64| secs * 100_000.0 / total as f64;
     for (i, (key, _)) in processes.iter().enumerate() {
-        let cpu = p.pid(key).map(cpu_seconds).unwrap_or(0.0);
         println!(
             "{key:<28} {:>10.1} MiB {:>14.3}",
             peak[i] as f64 / 1024.0,
-            per_100k(cpu)
+            per_100k(cpu[i])
         );
     }
-    let nats_cpu: f64 = p.nats.pids().into_iter().map(cpu_seconds).sum();
     println!(
         "{:<28} {:>14} {:>14.3}",
         "nats-server",
         "",
         per_100k(nats_cpu)
     );
+    let all_cpu = cpu.iter().sum::<f64>() + nats_cpu + bench_cpu;
     println!(
-        "{:<28} {:>14} {:>14.3}",
+        "{:<28} {:>14} {:>14.3}  ({:.0} % of the CPU of the run)",
         "opsim (and this benchmark)",
         "",
-        per_100k(cpu_seconds(std::process::id()) - bench_cpu_at_start)
+        per_100k(bench_cpu),
+        bench_cpu * 100.0 / all_cpu.max(1e-9)
     );
     // The yardsticks: the same events through `oprelay normalize`, in this run.
     // A service's CPU over all its replicas.
     let service_cpu = |name: &str| -> f64 {
         processes
             .iter()
-            .filter(|(_, s)| *s == name)
-            .filter_map(|(key, _)| p.pid(key).map(cpu_seconds))
+            .zip(&cpu)
+            .filter(|((_, s), _)| *s == name)
+            .map(|(_, c)| c)
             .sum()
     };
     let offline_100k = offline.0 * 100_000.0 / offline.1 as f64;
