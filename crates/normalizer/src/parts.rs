@@ -43,14 +43,10 @@ struct Line {
 /// Cuts `page` into parts of at most `limit` bytes, between records.
 pub fn cut(page: &NormalizedPage, limit: usize) -> Cut {
     let mut lines = Vec::with_capacity(page.count);
-    let mut pos = 0;
-    for (i, line) in page.ndjson.split_inclusive(|b| *b == b'\n').enumerate() {
-        lines.push(Line {
-            from: pos,
-            to: pos + line.len(),
-            raw: page.raw_sizes.get(i).copied().unwrap_or(line.len()),
-        });
-        pos += line.len();
+    let mut from = 0;
+    for (&to, &raw) in page.ends.iter().zip(&page.raw_sizes) {
+        lines.push(Line { from, to, raw });
+        from = to;
     }
     // Groups of consecutive records by raw size: the deterministic cut.
     let raw_budget = (limit / 3).max(1);
@@ -135,6 +131,7 @@ mod tests {
         for (raw, enriched) in sizes {
             p.ndjson.extend(std::iter::repeat_n(b'x', enriched - 1));
             p.ndjson.push(b'\n');
+            p.ends.push(p.ndjson.len());
             p.raw_sizes.push(*raw);
             p.count += 1;
         }

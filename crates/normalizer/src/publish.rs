@@ -2,6 +2,7 @@
 //! is bigger than a bus message) under dedup ids derived from the raw page's, then every record
 //! it could not carry to `op.dlq.normalize.{account}.{feed}`.
 
+use bytes::Bytes;
 use time::format_description::well_known::Rfc3339;
 
 use oprelay_bus::{Bus, BusError, Outgoing};
@@ -11,7 +12,8 @@ use oprelay_events::{AccountName, Feed};
 use crate::metrics::NormalizerMetrics;
 use crate::normalize::NormalizedPage;
 
-/// Publishes the page's records and dead letters, each awaited until JetStream stored it.
+/// Publishes the page's records (`ndjson`, the page's records taken out of it, so each message
+/// is a slice of it rather than a copy) and dead letters, each awaited until JetStream stored it.
 pub(crate) async fn publish(
     bus: &Bus,
     m: &NormalizerMetrics,
@@ -19,6 +21,7 @@ pub(crate) async fn publish(
     feed: Feed,
     raw_id: &str,
     page: &NormalizedPage,
+    ndjson: &Bytes,
 ) -> Result<(), BusError> {
     if page.count > 0 {
         let limit = bus.max_body();
@@ -27,7 +30,7 @@ pub(crate) async fn publish(
             let mut out = Outgoing::new(
                 names::events_subject(account, feed),
                 format!("events:{raw_id}{}", part.suffix),
-                page.ndjson[part.from..part.to].to_vec(),
+                ndjson.slice(part.from..part.to),
             )
             .header(header::ACCOUNT, account)
             .header(header::FEED, feed)
@@ -42,7 +45,7 @@ pub(crate) async fn publish(
             bus.publish(out).await?;
         }
         for big in cut.oversized {
-            let record = &page.ndjson[big.from..big.to];
+            let record = ndjson.slice(big.from..big.to);
             let reason = format!(
                 "record {} of the page is {} bytes once normalized, more than the bus's largest \
                  message ({limit} bytes); this dead letter holds its first {limit} bytes, the \
@@ -55,7 +58,7 @@ pub(crate) async fn publish(
             let out = Outgoing::new(
                 names::dlq_subject("normalize", account, feed),
                 format!("dlq:normalize:{raw_id}:big:{}", big.first),
-                record[..record.len().min(limit)].to_vec(),
+                record.slice(..record.len().min(limit)),
             )
             .header(header::STAGE, "normalize")
             .header(header::ERROR, reason)

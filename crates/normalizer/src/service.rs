@@ -13,6 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use oprelay_bus::async_nats::jetstream;
 use tokio::task::{JoinError, JoinHandle};
@@ -248,7 +249,7 @@ impl Worker {
         }
     }
 
-    fn normalize_in_background(&self, raw: &RawPage, body: bytes::Bytes) -> JoinHandle<Normalized> {
+    fn normalize_in_background(&self, raw: &RawPage, body: Bytes) -> JoinHandle<Normalized> {
         let index = Arc::clone(&self.index);
         let source = self
             .sources
@@ -348,7 +349,7 @@ impl Worker {
         raw: &RawPage,
         normalized: Normalized,
     ) -> Result<(), BusError> {
-        let page = if normalized.version == self.index.version() {
+        let mut page = if normalized.version == self.index.version() {
             normalized.page
         } else {
             self.metrics.renormalized.inc();
@@ -358,13 +359,16 @@ impl Worker {
             }
         };
         self.index.learn(&page.learned);
+        let ndjson = Bytes::from(std::mem::take(&mut page.ndjson));
+        let (account, feed, raw_id) = (&raw.account, raw.feed, &raw.raw_id);
         publish(
             &self.bus,
             &self.metrics,
-            &raw.account,
-            raw.feed,
-            &raw.raw_id,
+            account,
+            feed,
+            raw_id,
             &page,
+            &ndjson,
         )
         .await?;
         self.metrics.count_page(&raw.account, raw.feed, &page);

@@ -44,6 +44,9 @@ pub struct NormalizedPage {
     /// Each record's raw item size in bytes, in line order: parts are cut by these, so the
     /// cut does not depend on the lookups (see [`crate::parts`]).
     pub raw_sizes: Vec<usize>,
+    /// Where each record's line ends in `ndjson` (after its line break), in line order: the
+    /// cut needs the lines, and the normalizer knows them without reading the bytes again.
+    pub ends: Vec<usize>,
     /// Records (or the page) refused, for the DLQ.
     pub rejects: Vec<Reject>,
     /// Users the page revealed that changed the index; the service persists them.
@@ -269,6 +272,7 @@ pub fn normalize_page(
                 result.count += 1;
                 result.event_times.push(t);
                 result.raw_sizes.push(item.get().len());
+                result.ends.push(result.ndjson.len());
                 result.max_event_time = Some(result.max_event_time.map_or(t, |m| m.max(t)));
             }
             Err(reason) => {
