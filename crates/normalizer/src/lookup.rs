@@ -24,6 +24,15 @@ pub struct LookupIndex {
 pub struct Entry {
     pub rendered: Box<str>,
     source: LookupSource,
+    /// For an observed user, the name and email it was seen with: most events name a user
+    /// the index already has, and telling "unchanged" from these costs no rendering.
+    seen: Option<Box<Seen>>,
+}
+
+#[derive(Clone, Debug)]
+struct Seen {
+    title: Box<str>,
+    email: Option<Box<str>>,
 }
 
 #[derive(Serialize)]
@@ -57,9 +66,26 @@ impl Entry {
         })
         .unwrap_or_else(|_| "{}".into())
         .into_boxed_str();
+        let seen = (row.source == LookupSource::Observed).then(|| {
+            Box::new(Seen {
+                title: row.title.as_str().into(),
+                email: row.email.as_deref().map(Into::into),
+            })
+        });
         Entry {
             rendered,
             source: row.source,
+            seen,
+        }
+    }
+
+    /// Whether observing the user as `title` / `email` would leave this entry as it is: it is
+    /// imported (an observation never replaces that), or it was observed just so.
+    pub fn unchanged_by_observing(&self, title: &str, email: Option<&str>) -> bool {
+        match (&self.source, &self.seen) {
+            (LookupSource::Imported, _) => true,
+            (_, Some(seen)) => &*seen.title == title && seen.email.as_deref() == email,
+            (_, None) => false,
         }
     }
 }
@@ -234,6 +260,37 @@ mod tests {
         );
         idx.remove(LookupKind::User, "U1");
         assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn an_observation_is_told_unchanged_exactly_as_upsert_would() {
+        let mut idx = LookupIndex::new();
+        let seen = |title: &str, email: Option<&str>| LookupRow {
+            email: email.map(str::to_owned),
+            ..row(title, LookupSource::Observed)
+        };
+        idx.upsert(seen("Ada", Some("ada@example.com")));
+        for (title, email) in [
+            ("Ada", Some("ada@example.com")),
+            ("Ada", None),
+            ("Ada L.", Some("ada@example.com")),
+            ("Ada", Some("ada@example.org")),
+        ] {
+            let entry = idx.entry(LookupKind::User, "U1").unwrap().clone();
+            let unchanged = entry.unchanged_by_observing(title, email);
+            let mut copy = idx.clone();
+            assert_eq!(
+                unchanged,
+                !copy.upsert(seen(title, email)),
+                "{title} {email:?}"
+            );
+        }
+        idx.upsert(row("Imported Ada", LookupSource::Imported));
+        let entry = idx.entry(LookupKind::User, "U1").unwrap();
+        assert!(
+            entry.unchanged_by_observing("anything", None),
+            "imported rows stay"
+        );
     }
 
     fn row_of(uuid: &str, title: &str, source: LookupSource) -> LookupRow {

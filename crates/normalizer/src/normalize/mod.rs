@@ -168,11 +168,18 @@ fn learn_users(peek: &Peek<'_>, index: &mut impl Lookups, learned: &mut Vec<Look
         if id.is_empty() || name.is_empty() {
             continue;
         }
+        let email = u.email.text().and_then(valid_email);
+        if index
+            .entry(LookupKind::User, id)
+            .is_some_and(|e| e.unchanged_by_observing(name, email))
+        {
+            continue;
+        }
         let row = LookupRow {
             uuid: id.to_owned(),
             kind: LookupKind::User,
             title: name.to_owned(),
-            email: u.email.text().and_then(valid_email).map(str::to_owned),
+            email: email.map(str::to_owned),
             updated_at: None,
             source: LookupSource::Observed,
         };
@@ -188,7 +195,8 @@ fn learn_users(peek: &Peek<'_>, index: &mut impl Lookups, learned: &mut Vec<Look
 fn write_original(out: &mut Vec<u8>, trimmed: &str) -> Result<(), RejectReason> {
     let body = &trimmed[..trimmed.len() - 1];
     let rewritten;
-    let body: &str = if trimmed.contains("\"p_") {
+    // Both scans run over every record: memchr's SIMD search, not str's char patterns.
+    let body: &str = if memchr::memmem::find(trimmed.as_bytes(), b"\"p_").is_some() {
         // Re-processing Panther output: drop its p_* fields, ours replace them.
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(trimmed).map_err(|_| RejectReason::NotAnObject)?;
@@ -199,7 +207,7 @@ fn write_original(out: &mut Vec<u8>, trimmed: &str) -> Result<(), RejectReason> 
         body
     };
     let start = out.len();
-    if body.contains(['\n', '\r']) {
+    if memchr::memchr2(b'\n', b'\r', body.as_bytes()).is_some() {
         out.extend(body.bytes().filter(|b| *b != b'\n' && *b != b'\r'));
     } else {
         out.extend_from_slice(body.as_bytes());
