@@ -8,8 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::Path;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -144,30 +143,8 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
             "/ingest",
             post(
                 move |State(state): State<Shared>, headers: HeaderMap, body: Bytes| async move {
-                    if let Some(r) = injected(&state) {
+                    if let Some(r) = injected(&state).or_else(|| refused(&state, &headers, token)) {
                         return r;
-                    }
-                    // As strict as collectors that take only a body whose length is announced.
-                    if !headers.contains_key("content-length")
-                        || headers.contains_key("transfer-encoding")
-                    {
-                        return (StatusCode::LENGTH_REQUIRED, "a Content-Length is required")
-                            .into_response();
-                    }
-                    let wanted = state.lock().unwrap().expect_header.clone();
-                    if let Some((name, value)) = wanted {
-                        if headers.get(name.as_str()).and_then(|v| v.to_str().ok())
-                            != Some(value.as_str())
-                        {
-                            return (StatusCode::UNAUTHORIZED, "missing API key").into_response();
-                        }
-                    }
-                    if let Some(t) = token {
-                        if headers.get("authorization").and_then(|v| v.to_str().ok())
-                            != Some(&format!("Bearer {t}"))
-                        {
-                            return (StatusCode::UNAUTHORIZED, "bad token").into_response();
-                        }
                     }
                     let body = body_bytes(&headers, &body);
                     if state
@@ -218,6 +195,28 @@ pub fn http_receiver(state: Shared, token: Option<&'static str>) -> Router {
             }),
         )
         .with_state(state)
+}
+
+/// What the HTTP receiver refuses unread: a body of unannounced length (as collectors that
+/// refuse chunked bodies do), a missing expected header, a wrong bearer token.
+fn refused(state: &Shared, headers: &HeaderMap, token: Option<&str>) -> Option<Response> {
+    if !headers.contains_key("content-length") || headers.contains_key("transfer-encoding") {
+        return Some((StatusCode::LENGTH_REQUIRED, "a Content-Length is required").into_response());
+    }
+    let wanted = state.lock().unwrap().expect_header.clone();
+    if let Some((name, value)) = wanted {
+        if headers.get(name.as_str()).and_then(|v| v.to_str().ok()) != Some(value.as_str()) {
+            return Some((StatusCode::UNAUTHORIZED, "missing API key").into_response());
+        }
+    }
+    if let Some(t) = token {
+        if headers.get("authorization").and_then(|v| v.to_str().ok())
+            != Some(&format!("Bearer {t}"))
+        {
+            return Some((StatusCode::UNAUTHORIZED, "bad token").into_response());
+        }
+    }
+    None
 }
 
 /// The request's `Content-Type`, empty when it has none.
