@@ -137,6 +137,20 @@ impl http_body::Body for Framed {
 mod tests {
     use super::*;
 
+    /// `n` small records as NDJSON pieces, and the body they make.
+    fn ndjson(n: usize) -> (Pieces, Vec<u8>) {
+        let mut pieces = Pieces::default();
+        let mut whole = Vec::new();
+        for i in 0..n {
+            let record = Bytes::from(format!("{{\"n\":{i}}}"));
+            whole.extend_from_slice(&record);
+            whole.push(b'\n');
+            pieces.push(record);
+            pieces.push_static(b"\n");
+        }
+        (pieces, whole)
+    }
+
     fn frames(pieces: Pieces) -> Vec<Bytes> {
         let mut framed = Framed {
             remaining: pieces.len as u64,
@@ -148,20 +162,15 @@ mod tests {
 
     #[test]
     fn frames_hold_every_byte_in_order_and_large_pieces_are_not_copied() {
-        let mut pieces = Pieces::default();
-        let mut whole = Vec::new();
         let big = Bytes::from(vec![b'x'; FRAME + 10]);
-        for i in 0..3000 {
-            let record = Bytes::from(format!("{{\"n\":{i}}}"));
-            whole.extend_from_slice(&record);
-            whole.push(b'\n');
-            pieces.push(record);
-            pieces.push_static(b"\n");
-            if i == 1500 {
-                whole.extend_from_slice(&big);
-                pieces.push(big.clone());
-            }
+        let (mut pieces, mut whole) = ndjson(1500);
+        whole.extend_from_slice(&big);
+        pieces.push(big.clone());
+        let (rest, rest_whole) = ndjson(1500);
+        for p in rest.pieces {
+            pieces.push(p);
         }
+        whole.extend_from_slice(&rest_whole);
         assert_eq!(pieces.len(), whole.len());
         let frames = frames(pieces);
         assert!(frames
@@ -215,15 +224,7 @@ mod tests {
                 .unwrap();
             (head, got)
         });
-        let mut pieces = Pieces::default();
-        let mut whole = Vec::new();
-        for i in 0..20_000 {
-            let record = Bytes::from(format!("{{\"n\":{i}}}"));
-            whole.extend_from_slice(&record);
-            whole.push(b'\n');
-            pieces.push(record);
-            pieces.push_static(b"\n");
-        }
+        let (pieces, whole) = ndjson(20_000);
         let reply = reqwest::Client::new()
             .post(format!("http://{addr}/ingest"))
             .body(pieces.into_body())
