@@ -1,4 +1,5 @@
-//! Forwarder throughput: OP_EVENTS → a file sink, and → a local HTTP receiver.
+//! Forwarder throughput: OP_EVENTS → a file sink, → a local HTTP receiver, and → a local
+//! Splunk HEC receiver.
 //!
 //! Normalized records are published first; then the real `oprelay-forwarder` binary runs as
 //! its own process until the sink has them all. Prints records/s, the forwarder's CPU
@@ -143,11 +144,31 @@ async fn main() {
     };
     run(&env, "file sink", &format!("[[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"{}\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\" }}\n", out.display()), total, messages, lines).await;
 
+    let (addr, got) = counting_receiver("/ingest", "ok").await;
+    run(&env, "http sink", &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, messages, move || got.load(Ordering::Relaxed)).await;
+
+    // Splunk HEC without gzip, so the figure is the envelopes and not the compression.
+    let (addr, got) = counting_receiver(
+        "/services/collector/event",
+        r#"{"text":"Success","code":0}"#,
+    )
+    .await;
+    let token = dir.path().join("hec-token");
+    std::fs::write(&token, "00000000-0000-0000-0000-000000000000").unwrap();
+    run(&env, "hec sink", &format!("[[sinks]]\nname = \"hec\"\ntype = \"splunk_hec\"\nendpoint = \"http://{addr}\"\ntoken_file = \"{}\"\ngzip = false\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n", token.display()), total, messages, move || got.load(Ordering::Relaxed)).await;
+}
+
+/// A receiver on a free port that counts the lines of every body posted to `path` and
+/// answers `reply`; it takes bodies of any size, as a SIEM's bulk endpoint does (axum's
+/// default limit is 2 MB).
+async fn counting_receiver(
+    path: &str,
+    reply: &'static str,
+) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let received = Arc::new(AtomicUsize::new(0));
     let count = received.clone();
-    // Take bodies of any size, as a SIEM's bulk endpoint does (axum's default is 2 MB).
     let app = axum::Router::new().route(
-        "/ingest",
+        path,
         post(move |body: Bytes| {
             let count = count.clone();
             async move {
@@ -155,7 +176,7 @@ async fn main() {
                     body.iter().filter(|c| **c == b'\n').count(),
                     Ordering::Relaxed,
                 );
-                "ok"
+                reply
             }
         }),
     );
@@ -163,6 +184,5 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let got = received.clone();
-    run(&env, "http sink", &format!("[[sinks]]\nname = \"http\"\ntype = \"http\"\nendpoint = \"http://{addr}/ingest\"\nbatch = {{ max_events = 5000, max_bytes = \"8MiB\", in_flight = 4 }}\n"), total, messages, move || got.load(Ordering::Relaxed)).await;
+    (addr, received)
 }

@@ -54,6 +54,12 @@ impl Pieces {
         self.len == 0
     }
 
+    /// The pieces, in order: what a test checks is shared rather than copied.
+    #[cfg(test)]
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
     /// Writes every piece to `out` (a gzip encoder), in order.
     pub fn write_to(&self, out: &mut impl Write) -> std::io::Result<()> {
         self.pieces.iter().try_for_each(|p| out.write_all(p))

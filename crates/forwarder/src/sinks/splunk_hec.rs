@@ -3,9 +3,11 @@
 //! the batch counts as delivered only when Splunk says it is indexed.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use rand::Rng;
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -113,20 +115,32 @@ impl SplunkHec {
         out
     }
 
-    /// The event envelope: `time` is epoch seconds with the event time's fraction.
-    fn envelope(r: &Record, metadata: &str, out: &mut Vec<u8>) {
-        let nanos = r.event_time.unix_timestamp_nanos();
-        let time = format!(
-            "{}.{:06}",
-            nanos.div_euclid(1_000_000_000),
-            nanos.rem_euclid(1_000_000_000) / 1_000
-        );
-        out.extend_from_slice(b"{\"time\":");
-        out.extend_from_slice(time.as_bytes());
-        out.extend_from_slice(metadata.as_bytes());
-        out.extend_from_slice(b",\"event\":");
-        out.extend_from_slice(&r.body);
-        out.extend_from_slice(b"}\n");
+    /// The request for `records`: each record's own bytes (shared with the batch, not copied)
+    /// inside its event envelope, `{"time":…,<metadata>,"event":` before and `}` after. The
+    /// envelopes' heads are written into one buffer and shared from it.
+    fn body(&self, records: &[&Record]) -> Pieces {
+        // A batch is nearly always one account and feed: render their metadata once.
+        let mut metadata: HashMap<(&str, Feed), String> = HashMap::new();
+        let mut heads = BytesMut::with_capacity(records.len() * 128);
+        let mut body = Pieces::with_capacity(records.len() * 3);
+        for r in records {
+            let m = metadata
+                .entry((r.account.as_str(), r.feed))
+                .or_insert_with(|| self.metadata(&r.account, r.feed));
+            // `time` is epoch seconds as a decimal number, to the microsecond.
+            let nanos = r.event_time.unix_timestamp_nanos();
+            let _ = write!(
+                heads,
+                "{{\"time\":{}{}.{:06}{m},\"event\":",
+                if nanos < 0 { "-" } else { "" },
+                nanos.unsigned_abs() / 1_000_000_000,
+                nanos.unsigned_abs() % 1_000_000_000 / 1_000
+            );
+            body.push(heads.split().freeze());
+            body.push(r.body.clone());
+            body.push_static(b"}\n");
+        }
+        body
     }
 
     /// `oprelay config check --online`: an empty request with the token. HEC checks the token
@@ -157,18 +171,10 @@ impl SplunkHec {
     }
 
     pub async fn send(&self, records: &[&Record]) -> Result<Outcome, SinkError> {
-        let mut body = Vec::with_capacity(records.iter().map(|r| r.body.len() + 160).sum());
-        // A batch is nearly always one account and feed: render their metadata once.
-        let mut metadata: HashMap<(&str, Feed), String> = HashMap::new();
-        for r in records {
-            let m = metadata
-                .entry((r.account.as_str(), r.feed))
-                .or_insert_with(|| self.metadata(&r.account, r.feed));
-            Self::envelope(r, m, &mut body);
-        }
+        let body = self.body(records);
         let url = format!("{}/services/collector/event", self.endpoint);
         let (status, headers, bytes) =
-            send(&self.client, &url, self.headers()?, body.into(), self.gzip).await?;
+            send(&self.client, &url, self.headers()?, body, self.gzip).await?;
         let reply = match judge(status, &headers, &bytes, records.len())? {
             Judged::Accepted(reply) => reply,
             Judged::Partial(outcome) => return Ok(outcome),
@@ -287,6 +293,7 @@ fn judge(
 mod tests {
     use super::*;
     use crate::sinks::ErrorKind;
+    use bytes::Bytes;
     use reqwest::header::HeaderMap;
     use reqwest::StatusCode;
 
@@ -328,6 +335,70 @@ mod tests {
         assert_eq!(busy.kind, ErrorKind::Transient);
         let no_number = reply(400, r#"{"text":"No data","code":5}"#, 3).unwrap_err();
         assert_eq!(no_number.kind, ErrorKind::Rejected);
+    }
+
+    fn record(account: &str, body: &str, nanos: i128) -> Record {
+        Record {
+            body: Bytes::from(body.to_owned()),
+            row_id: "r".into(),
+            log_type: Feed::ItemUsages.log_type(),
+            event_time: time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap(),
+            account: account.into(),
+            feed: Feed::ItemUsages,
+            parse_time: None,
+            source: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn each_event_is_the_records_own_bytes_in_its_envelope() {
+        let hec = SplunkHec {
+            client: reqwest::Client::new(),
+            endpoint: "https://splunk.example".into(),
+            auth: Credentials::None,
+            index: Some("security".into()),
+            sourcetype: None,
+            host: "pod-1".into(),
+            channel: None,
+            gzip: false,
+            ack_timeout: Duration::from_secs(1),
+            ack_timeouts: AtomicU32::new(0),
+        };
+        // Before the epoch too: HEC reads `time` as a decimal number, so -1.5 s is `-1.500000`.
+        let records = [
+            record("acme", r#"{"a":1}"#, 1_700_000_000_123_456_789),
+            record("acme", r#"{"b":2}"#, -1_500_000_000),
+            record("globex", r#"{"c":3}"#, 5),
+        ];
+        let refs: Vec<&Record> = records.iter().collect();
+        let body = hec.body(&refs);
+        let mut sent = Vec::new();
+        body.write_to(&mut sent).unwrap();
+        let meta = |account: &str| {
+            format!(
+                r#""host":"pod-1","index":"security","source":"oprelay:{account}","sourcetype":"1password:item_usages""#
+            )
+        };
+        let expected = format!(
+            "{{\"time\":1700000000.123456,{},\"event\":{{\"a\":1}}}}\n\
+             {{\"time\":-1.500000,{},\"event\":{{\"b\":2}}}}\n\
+             {{\"time\":0.000000,{},\"event\":{{\"c\":3}}}}\n",
+            meta("acme"),
+            meta("acme"),
+            meta("globex")
+        );
+        assert_eq!(String::from_utf8(sent).unwrap(), expected);
+        assert_eq!(
+            body.len(),
+            expected.len(),
+            "the length the request announces"
+        );
+        for r in &records {
+            assert!(
+                body.pieces().iter().any(|p| p.as_ptr() == r.body.as_ptr()),
+                "the record's bytes are sent as they are, not copied"
+            );
+        }
     }
 
     #[test]
