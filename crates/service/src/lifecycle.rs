@@ -78,6 +78,7 @@ where
         Ok(a) => a,
         Err(e) => e.exit(),
     };
+    crate::memory::keep_memory_while_busy();
     oprelay_bus::install_crypto_provider();
     let config = match config::load(args.config.as_deref()) {
         Ok(c) => c,
