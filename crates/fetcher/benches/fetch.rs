@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use oprelay_bus::{Bus, JsonKv, NatsSettings};
 use oprelay_events::{names, AccountName, CursorState, Feed};
 use oprelay_testkit::opsim::{self, SimConfig, TokenSpec};
-use oprelay_testkit::{binary, cpu_seconds, NatsServer};
+use oprelay_testkit::{binary, cpu_seconds, peak_rss_kib, rss_kib, NatsServer};
 
 #[tokio::main]
 async fn main() {
@@ -34,7 +34,7 @@ async fn main() {
     std::fs::write(
         &config,
         format!(
-            "[nats]\nurl = \"{}\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\
+            "[nats]\nurl = \"{}\"\nprovision_at_start = true\n[telemetry]\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\
              [fetcher]\nrequests_per_minute = 600\nrequests_per_hour = 30000\n\
              [[accounts]]\nname = \"bench\"\nbase_url = \"{}\"\ntoken_file = \"{}\"\nstart_time = \"2000-01-01T00:00:00Z\"\n",
             nats.url(),
@@ -55,7 +55,7 @@ async fn main() {
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("fetcher");
     let account = AccountName::new("bench").unwrap();
@@ -79,6 +79,9 @@ async fn main() {
         if done >= total {
             break;
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the fetcher exited ({status}) before the backfill was done");
+        }
         assert!(
             started.elapsed() < Duration::from_secs(600),
             "bench did not finish in 10 min"
@@ -87,11 +90,16 @@ async fn main() {
     }
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(child.id());
+    let peak_mib = peak_rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0;
+    // What the fetcher keeps once caught up (it gives back what the backlog left when a drain
+    // ends), read a few seconds later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_mib = rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0;
     let _ = child.kill();
     let _ = child.wait();
     println!("fetcher backfill: {total} events in {wall:.2} s = {:.0} events/s (API ceiling: 10 000 events/s)", total as f64 / wall);
     println!(
-        "fetcher CPU: {cpu:.2} s = {:.3} CPU s per 100 000 events",
+        "fetcher CPU: {cpu:.2} s = {:.3} CPU s per 100 000 events; peak RSS {peak_mib:.1} MiB, {idle_mib:.1} MiB 5 s after",
         cpu * 100_000.0 / total as f64
     );
 }

@@ -24,6 +24,7 @@ use oprelay_bus::{Bus, JsonKv};
 use oprelay_events::names;
 use oprelay_events::{AccountName, CursorRequest, Feed, FeedStatus, FetchErrorKind, Secret};
 use oprelay_service::config::{AccountConfig, SecretSource};
+use oprelay_service::memory::IdleTrim;
 use oprelay_service::{CancellationToken, Clock};
 
 use crate::api::{ApiError, EventsApi, FetchedPage, Recovery};
@@ -62,6 +63,9 @@ pub struct Poller {
     labels: FeedLabels,
     backoff: Backoff,
     status: FeedStatus,
+    /// A backlog drained (pages with more behind them) leaves memory to give back once the
+    /// feed is caught up.
+    idle: IdleTrim,
 }
 
 /// What a poller knows of its lease: until when it is surely held. The fetcher's lease rounds
@@ -113,6 +117,7 @@ impl Poller {
             deps,
             key,
             labels,
+            idle: IdleTrim::default(),
         }
     }
 
@@ -134,7 +139,10 @@ impl Poller {
             tracing::info!("polling");
             loop {
                 match self.cycle(&lease, &shutdown).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        // Caught up: what a backlog left behind is given back.
+                        self.idle.idle();
+                    }
                     Err(Stop::Shutdown) => break,
                     Err(Stop::LeaseLost) => {
                         tracing::info!("lease not renewed in time; stopping before acting on it");
@@ -209,6 +217,7 @@ impl Poller {
             if !page.has_more {
                 return Ok(());
             }
+            self.idle.busy();
             request = CursorRequest::Cursor {
                 cursor: page.cursor,
             };
