@@ -114,10 +114,12 @@ impl<'a, 's, W: Write> Committer<'a, 's, W> {
             done = normalize_chunk(self.setup, done.chunk, self.learned.version, &mut view);
         }
         if !done.learned.is_empty() {
-            let mut rows = Arc::clone(&self.learned.rows);
-            apply_learned(Arc::make_mut(&mut rows), &done.learned);
+            // Workers and the shared slot still read the current rows: the next version is a
+            // copy with this chunk's rows applied (the learned layer is small: people seen).
+            let mut rows = LookupIndex::clone(&self.learned.rows);
+            apply_learned(&mut rows, &done.learned);
             self.learned = Learned {
-                rows,
+                rows: Arc::new(rows),
                 version: self.learned.version + 1,
             };
             self.shared.publish(self.learned.clone());
