@@ -41,9 +41,17 @@ pub fn derived_source_id(account: &str) -> String {
 /// same event normalized twice (a replay, a re-ingest) gets the same id and lands on the same
 /// Elasticsearch document.
 pub fn row_id(log_type: LogType, uuid: &str) -> String {
+    String::from_utf8_lossy(&row_id_hex(log_type, uuid)).into_owned()
+}
+
+/// [`row_id`] as the 32 ASCII bytes the normalizer writes: no `String` per record.
+pub(crate) fn row_id_hex(log_type: LogType, uuid: &str) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(log_type.as_str().as_bytes());
     h.update([0]);
     h.update(uuid.as_bytes());
-    hex::encode(&h.finalize()[..16])
+    let mut hex = [0u8; 32];
+    // 16 bytes always fit 32 hex digits: encode_to_slice cannot fail here.
+    let _ = hex::encode_to_slice(&h.finalize()[..16], &mut hex);
+    hex
 }
