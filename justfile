@@ -34,7 +34,8 @@ schemas:
 # Every benchmark; each prints its own figures.
 bench: bench-fetcher bench-normalizer bench-forwarder bench-cli bench-e2e
 
-# Fetcher backfill throughput and CPU per 100 000 events (opsim with rate limits off).
+# Fetcher backfill throughput, CPU per 100 000 events, peak RSS and RSS once caught up (opsim
+# with rate limits off).
 bench-fetcher:
     cargo build --release --quiet -p oprelay-fetcher
     cargo bench --quiet -p oprelay-fetcher --bench fetch
@@ -43,8 +44,8 @@ bench-fetcher:
 bench-normalizer:
     cargo bench --quiet -p oprelay-normalizer --bench normalize
 
-# Forwarder throughput to a file sink and to a local HTTP receiver, CPU per 100 000 records and
-# peak RSS.
+# Forwarder throughput to a file sink, a local HTTP receiver and a local Splunk HEC receiver; CPU
+# per 100 000 records, peak RSS and RSS after the burst.
 bench-forwarder:
     cargo build --release --quiet -p oprelay-forwarder
     cargo bench --quiet -p oprelay-forwarder --bench forward
