@@ -360,13 +360,12 @@ impl Worker {
         };
         self.index.learn(&page.learned);
         let ndjson = Bytes::from(std::mem::take(&mut page.ndjson));
-        let (account, feed, raw_id) = (&raw.account, raw.feed, &raw.raw_id);
         publish(
             &self.bus,
             &self.metrics,
-            account,
-            feed,
-            raw_id,
+            &raw.account,
+            raw.feed,
+            &raw.raw_id,
             &page,
             &ndjson,
         )

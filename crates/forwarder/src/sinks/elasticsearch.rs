@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use bytes::BufMut;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -194,9 +195,10 @@ impl Elasticsearch {
         let mut body = Pieces::with_capacity(records.len() * 3);
         for r in records {
             let action = serde_json::json!({"create": {"_index": index_name(&self.index, r), "_id": r.row_id}});
-            let mut line = action.to_string().into_bytes();
-            line.push(b'\n');
-            body.push(line.into());
+            body.push_written(|line| {
+                let _ = serde_json::to_writer(BufMut::writer(&mut *line), &action);
+                line.put_u8(b'\n');
+            });
             body.push(r.body.clone());
             body.push_static(b"\n");
         }

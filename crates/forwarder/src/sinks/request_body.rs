@@ -19,18 +19,23 @@ use http_body::{Frame, SizeHint};
 /// out as they are.
 const FRAME: usize = 64 * 1024;
 
+/// The buffer small written pieces share, taken this many bytes at a time.
+const SCRATCH: usize = 16 * 1024;
+
 /// A request body: pieces sent one after another.
 #[derive(Clone, Debug, Default)]
 pub struct Pieces {
     pieces: Vec<Bytes>,
     len: usize,
+    /// Where [`Pieces::push_written`] writes: one allocation for many small pieces.
+    scratch: BytesMut,
 }
 
 impl Pieces {
     pub fn with_capacity(pieces: usize) -> Self {
         Pieces {
             pieces: Vec::with_capacity(pieces),
-            len: 0,
+            ..Pieces::default()
         }
     }
 
@@ -43,6 +48,17 @@ impl Pieces {
     /// Appends a separator or bracket.
     pub fn push_static(&mut self, piece: &'static [u8]) {
         self.push(Bytes::from_static(piece));
+    }
+
+    /// Appends a small piece written in place (an envelope head, an action line): such pieces
+    /// share buffers instead of being an allocation each.
+    pub fn push_written(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        if self.scratch.capacity() - self.scratch.len() < SCRATCH / 8 {
+            self.scratch.reserve(SCRATCH);
+        }
+        write(&mut self.scratch);
+        let piece = self.scratch.split().freeze();
+        self.push(piece);
     }
 
     /// The body's length in bytes.
@@ -241,6 +257,26 @@ mod tests {
         let (head, body) = server.await.unwrap();
         assert!(!head.contains("transfer-encoding"), "{head}");
         assert_eq!(body, whole, "every byte, in order, and nothing else");
+    }
+
+    #[test]
+    fn written_pieces_share_one_buffer_and_keep_their_order() {
+        let mut pieces = Pieces::default();
+        for i in 0..100 {
+            pieces.push_written(|b| b.extend_from_slice(format!("head {i};").as_bytes()));
+            pieces.push_static(b"|");
+        }
+        let mut whole = Vec::new();
+        pieces.write_to(&mut whole).unwrap();
+        let expected: String = (0..100).map(|i| format!("head {i};|")).collect();
+        assert_eq!(String::from_utf8(whole).unwrap(), expected);
+        assert_eq!(pieces.len(), expected.len());
+        let (first, second) = (&pieces.pieces()[0], &pieces.pieces()[2]);
+        assert_eq!(
+            first.as_ptr().wrapping_add(first.len()),
+            second.as_ptr(),
+            "the second head follows the first in the same buffer"
+        );
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rand::Rng;
 
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
@@ -116,12 +115,10 @@ impl SplunkHec {
     }
 
     /// The request for `records`: each record's own bytes (shared with the batch, not copied)
-    /// inside its event envelope, `{"time":…,<metadata>,"event":` before and `}` after. The
-    /// envelopes' heads are written into one buffer and shared from it.
+    /// inside its event envelope, `{"time":…,<metadata>,"event":` before and `}` after.
     fn body(&self, records: &[&Record]) -> Pieces {
         // A batch is nearly always one account and feed: render their metadata once.
         let mut metadata: HashMap<(&str, Feed), String> = HashMap::new();
-        let mut heads = BytesMut::with_capacity(records.len() * 128);
         let mut body = Pieces::with_capacity(records.len() * 3);
         for r in records {
             let m = metadata
@@ -129,14 +126,15 @@ impl SplunkHec {
                 .or_insert_with(|| self.metadata(&r.account, r.feed));
             // `time` is epoch seconds as a decimal number, to the microsecond.
             let nanos = r.event_time.unix_timestamp_nanos();
-            let _ = write!(
-                heads,
-                "{{\"time\":{}{}.{:06}{m},\"event\":",
-                if nanos < 0 { "-" } else { "" },
-                nanos.unsigned_abs() / 1_000_000_000,
-                nanos.unsigned_abs() % 1_000_000_000 / 1_000
-            );
-            body.push(heads.split().freeze());
+            body.push_written(|head| {
+                let _ = write!(
+                    head,
+                    "{{\"time\":{}{}.{:06}{m},\"event\":",
+                    if nanos < 0 { "-" } else { "" },
+                    nanos.unsigned_abs() / 1_000_000_000,
+                    nanos.unsigned_abs() % 1_000_000_000 / 1_000
+                );
+            });
             body.push(r.body.clone());
             body.push_static(b"}\n");
         }
