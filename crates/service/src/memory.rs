@@ -15,7 +15,11 @@
 //! in 4 KiB at a time (each page zeroed by the kernel) and unmapped again: a profile of the
 //! normalizer in `bench-e2e` put 14 % of its CPU in the kernel's page-fault path.
 //! [`keep_memory_while_busy`] raises both thresholds, so a burst reuses its memory, and
-//! [`IdleTrim`] gives it back when the burst is over.
+//! [`IdleTrim`] gives it back when the burst is over. Not all of it: `malloc_trim` releases the
+//! free memory inside every arena and the main heap's free top, but not the free top of the
+//! other arenas, which may keep up to [`TRIM_THRESHOLD`] each. Measured after a 300 000-record
+//! burst, the forwarder's RSS 5 s later is 17–29 MiB with this against 13–17 MiB without; at
+//! rest in the demo every service stays under 15 MiB.
 
 /// Allocations up to this size come from the heap, not a mapping of their own: well above a
 /// bus message (1 MiB by default) and an API page, and glibc's largest (32 MiB on 64-bit).
